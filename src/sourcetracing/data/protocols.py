@@ -1,0 +1,211 @@
+"""MLAAD source-tracing protocols: reading the split CSVs, the label map, and the fine-grained cells.
+
+A protocol is a CSV with a ``path,model_name`` header (extra columns are kept); paths look like
+``./fake/<lang>/<model_dir>/<file>.wav`` and are relative to the MLAAD root. The label map is built
+from the train split alone: its systems, sorted by name, are the *known* classes; every other
+system is out-of-distribution (OOD).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+REQUIRED_COLUMNS = ("path", "model_name")
+_LANG_RE = re.compile(r"^(?:\./)?fake/([^/]+)/")
+
+
+class ProtocolError(ValueError):
+    """A protocol file is missing or malformed."""
+
+
+def language_of(path: str) -> str:
+    """The language code of an MLAAD path (``./fake/<lang>/...``), or ``"unknown"``.
+
+    >>> language_of("./fake/de/tts_models_de_thorsten_vits/x.wav")
+    'de'
+    >>> language_of("other/file.wav")
+    'unknown'
+    """
+    match = _LANG_RE.match(path.replace("\\", "/"))
+    return match.group(1) if match else "unknown"
+
+
+def clip_id_of(path: str) -> str:
+    """A normalised clip id: the protocol path without a leading ``./``.
+
+    >>> clip_id_of("./fake/en/m/a.wav")
+    'fake/en/m/a.wav'
+    """
+    return str(PurePosixPath(path.replace("\\", "/"))).removeprefix("./")
+
+
+def read_protocol(csv_path: str | Path) -> pd.DataFrame:
+    """Read one protocol CSV; drop duplicate rows with a warning that counts them.
+
+    Returns a frame with the original columns plus ``clip_id`` and ``language``.
+    """
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise ProtocolError(f"protocol not found: {csv_path}")
+    try:
+        df = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise ProtocolError(f"{csv_path}: not a readable CSV ({err})") from err
+    df.columns = [c.strip() for c in df.columns]
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise ProtocolError(
+            f"{csv_path}: missing column(s) {missing}; expected a header with {list(REQUIRED_COLUMNS)}"
+        )
+    df["path"] = df["path"].str.strip()
+    df["model_name"] = df["model_name"].str.strip()
+    empty = (df["path"] == "") | (df["model_name"] == "")
+    if empty.any():
+        first = int(empty.idxmax()) + 2  # +1 header, +1 one-based
+        raise ProtocolError(f"{csv_path}: {int(empty.sum())} row(s) with an empty path or model_name (first on line {first})")
+    n_before = len(df)
+    df = df.drop_duplicates(subset=["path", "model_name"]).reset_index(drop=True)
+    dropped = n_before - len(df)
+    if dropped:
+        log.warning("%s: dropped %d duplicate row(s)", csv_path.name, dropped)
+    df["clip_id"] = df["path"].map(clip_id_of)
+    clash = df["clip_id"].duplicated(keep=False)
+    if clash.any():
+        example = df.loc[clash, "clip_id"].iloc[0]
+        raise ProtocolError(f"{csv_path}: {int(clash.sum())} rows give one path two different systems, e.g. {example}")
+    df["language"] = df["path"].map(language_of)
+    return df
+
+
+@dataclass
+class LabelMap:
+    """Known systems (the train split's, sorted) and the OOD systems seen elsewhere."""
+
+    known: list[str]
+    ood: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_train(cls, train: pd.DataFrame, others: Iterable[pd.DataFrame] = ()) -> LabelMap:
+        known = sorted(set(train["model_name"]))
+        seen = set(known)
+        ood = sorted({m for df in others for m in df["model_name"]} - seen)
+        return cls(known=known, ood=ood)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.known)
+
+    def label(self, system: str) -> int:
+        """The class id of a known system, -1 for an OOD system."""
+        return self._index.get(system, -1)
+
+    @property
+    def _index(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.known)}
+
+    def to_dict(self) -> dict:
+        """Plain lists, safe to store in a checkpoint loaded with ``weights_only=True``."""
+        return {"known": list(self.known), "ood": list(self.ood)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> LabelMap:
+        return cls(known=list(data["known"]), ood=list(data.get("ood", [])))
+
+    def check_same_known(self, other: LabelMap, what: str = "checkpoint") -> None:
+        """Raise a clear error when two label maps disagree on the known classes."""
+        if self.known != other.known:
+            only_a = sorted(set(self.known) - set(other.known))[:5]
+            only_b = sorted(set(other.known) - set(self.known))[:5]
+            raise ProtocolError(
+                f"label map mismatch between the experiment ({len(self.known)} known systems) and the {what} "
+                f"({len(other.known)}): only in experiment {only_a}, only in {what} {only_b}. "
+                "Was the model trained on another train split?"
+            )
+
+    def write(self, exp_dir: str | Path) -> None:
+        """Write ``label_assignment.txt`` (the original layout) and ``label_map.csv``."""
+        exp_dir = Path(exp_dir)
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        lines = [f"{name.ljust(50)}|{str(i).ljust(3)}|ID" for i, name in enumerate(self.known)]
+        offset = len(self.known)
+        lines += [f"{name.ljust(50)}|{str(offset + i).ljust(3)}|OOD" for i, name in enumerate(self.ood)]
+        (exp_dir / "label_assignment.txt").write_text("\n".join(lines) + "\n")
+        with open(exp_dir / "label_map.csv", "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["system", "system_id", "label", "status"])
+            for i, name in enumerate(self.known):
+                writer.writerow([name, i, i, "known"])
+            for i, name in enumerate(self.ood):
+                writer.writerow([name, offset + i, -1, "ood"])
+
+    @classmethod
+    def read(cls, exp_dir: str | Path) -> LabelMap:
+        path = Path(exp_dir) / "label_map.csv"
+        if not path.is_file():
+            raise ProtocolError(f"{path} not found: run scripts/preprocess_dataset.py first")
+        df = pd.read_csv(path, keep_default_na=False)
+        known = df[df["status"] == "known"].sort_values("label")["system"].tolist()
+        ood = df[df["status"] == "ood"]["system"].tolist()
+        return cls(known=known, ood=ood)
+
+
+def annotate(df: pd.DataFrame, split: str, label_map: LabelMap, train_languages: set[str]) -> pd.DataFrame:
+    """Add ``split``, ``label`` (-1 for OOD), ``known``, ``language_seen`` and ``cell`` columns.
+
+    ``cell`` is the fine-grained view: ``{seen,unseen}_lang/{seen,unseen}_model``.
+    """
+    out = df.copy()
+    out["split"] = split
+    out["label"] = out["model_name"].map(label_map.label).astype(int)
+    out["known"] = out["label"] >= 0
+    out["language_seen"] = out["language"].isin(train_languages)
+    lang = out["language_seen"].map({True: "seen_lang", False: "unseen_lang"})
+    model = out["known"].map({True: "seen_model", False: "unseen_model"})
+    out["cell"] = lang + "/" + model
+    return out
+
+
+def load_protocols(protocol_dir: str | Path, splits: Mapping[str, str]) -> dict[str, pd.DataFrame]:
+    """Read every split named in ``splits`` (split name -> CSV file name) from ``protocol_dir``."""
+    protocol_dir = Path(protocol_dir)
+    if "train" not in splits:
+        raise ProtocolError("the config's data.splits must name a 'train' split (the label map comes from it)")
+    return {name: read_protocol(protocol_dir / fname) for name, fname in splits.items()}
+
+
+def prepare_splits(cfg) -> tuple[dict[str, pd.DataFrame], LabelMap]:
+    """Read the config's protocols, build the label map from train and annotate every split."""
+    raw = load_protocols(cfg.data.protocols, cfg.data.splits)
+    label_map = LabelMap.from_train(raw["train"], [df for name, df in raw.items() if name != "train"])
+    train_languages = set(raw["train"]["language"])
+    splits = {name: annotate(df, name, label_map, train_languages) for name, df in raw.items()}
+    return splits, label_map
+
+
+def split_summary(df: pd.DataFrame) -> dict[str, int]:
+    """Counts printed by the data check for one annotated split."""
+    return {
+        "clips": len(df),
+        "systems": df["model_name"].nunique(),
+        "known_systems": df.loc[df["known"], "model_name"].nunique(),
+        "unseen_systems": df.loc[~df["known"], "model_name"].nunique(),
+        "known_clips": int(df["known"].sum()),
+        "unseen_clips": int((~df["known"]).sum()),
+        "languages": df["language"].nunique(),
+        "unseen_languages": df.loc[~df["language_seen"], "language"].nunique(),
+    }
+
+
+def missing_files(df: pd.DataFrame, root: str | Path) -> list[str]:
+    """Protocol paths that do not exist under the MLAAD root."""
+    root = Path(root)
+    return [p for p in df["path"] if not (root / p).is_file()]

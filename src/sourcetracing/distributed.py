@@ -1,0 +1,59 @@
+"""Multi-process helpers: ``torchrun`` sets RANK/WORLD_SIZE; without it everything is one process.
+
+NCCL is used on CUDA, gloo on CPU (so DDP is testable on a laptop with ``torchrun --nproc_per_node=2``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device: torch.device | None = None) -> DistInfo:
+    """Join the process group when launched by ``torchrun``; a no-op otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    rank = int(os.environ["RANK"])
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        use_nccl = device is not None and device.type == "cuda"
+        if use_nccl:
+            torch.cuda.set_device(local)
+        dist.init_process_group(backend="nccl" if use_nccl else "gloo")
+    return DistInfo(rank=rank, world_size=world, local_rank=local)
+
+
+def rank_device(device: torch.device, info: DistInfo) -> torch.device:
+    """One GPU per local rank under torchrun; CPU stays CPU."""
+    if device.type == "cuda" and info.enabled:
+        return torch.device("cuda", info.local_rank)
+    return device
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.barrier()
+
+
+def cleanup(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()
