@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """Benchmarks that print the toolkit's speed/memory beside a reference, as ratios, in one run.
 
-    python scripts/benchmark.py extract     # feature extraction vs the original's way
-    python scripts/benchmark.py ood         # OOD scoring at MLAAD scale: dense matrix vs chunked
-    python scripts/benchmark.py train-io    # float16 shards vs one float32 .pt per sample
-    python scripts/benchmark.py ge2e-loss   # vectorised GE2E loss vs a loop version
+python scripts/benchmark.py extract     # feature extraction vs the original's way
+python scripts/benchmark.py ood         # OOD scoring at MLAAD scale: dense matrix vs chunked
+python scripts/benchmark.py train-io    # float16 shards vs one float32 .pt per sample
+python scripts/benchmark.py ge2e-loss   # vectorised GE2E loss vs a loop version
 """
 
 from __future__ import annotations

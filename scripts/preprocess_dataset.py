@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Step 1: check the data, then augment and extract features into the feature store.
 
-    python scripts/preprocess_dataset.py --config configs/demo.yaml --check   # validate only
-    python scripts/preprocess_dataset.py --config configs/demo.yaml           # check + extract
-    torchrun --nproc_per_node=2 scripts/preprocess_dataset.py --config ...    # clips split over ranks
+python scripts/preprocess_dataset.py --config configs/demo.yaml --check   # validate only
+python scripts/preprocess_dataset.py --config configs/demo.yaml           # check + extract
+torchrun --nproc_per_node=2 scripts/preprocess_dataset.py --config ...    # clips split over ranks
 """
 
 from __future__ import annotations
@@ -16,9 +16,13 @@ from sourcetracing.data.check import run_check
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_config_args(parser)
-    parser.add_argument("--check", action="store_true", help="validate protocols, files and corpora, then stop")
+    parser.add_argument(
+        "--check", action="store_true", help="validate protocols, files and corpora, then stop"
+    )
     parser.add_argument("--skip-file-check", action="store_true", help="do not stat every audio file first")
     args = parser.parse_args(argv)
     cfg = config_from_args(args)

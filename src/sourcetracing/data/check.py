@@ -34,7 +34,9 @@ def augmentation_problems(cfg: Config) -> list[str]:
             problems.append(f"augmentation 'reverb' needs RIR wav files under {folder} (RIRS_NOISES layout)")
     unknown = versions - set(MUSAN_CATEGORIES) - {"original", "reverb"}
     if unknown:
-        problems.append(f"unknown augmentation version(s) {sorted(unknown)}; known: original, reverb, noise, music, speech")
+        problems.append(
+            f"unknown augmentation version(s) {sorted(unknown)}; known: original, reverb, noise, music, speech"
+        )
     return problems
 
 

@@ -71,7 +71,9 @@ def read_protocol(csv_path: str | Path) -> pd.DataFrame:
     empty = (df["path"] == "") | (df["model_name"] == "")
     if empty.any():
         first = int(empty.idxmax()) + 2  # +1 header, +1 one-based
-        raise ProtocolError(f"{csv_path}: {int(empty.sum())} row(s) with an empty path or model_name (first on line {first})")
+        raise ProtocolError(
+            f"{csv_path}: {int(empty.sum())} row(s) with an empty path or model_name (first on line {first})"
+        )
     n_before = len(df)
     df = df.drop_duplicates(subset=["path", "model_name"]).reset_index(drop=True)
     dropped = n_before - len(df)
@@ -81,7 +83,9 @@ def read_protocol(csv_path: str | Path) -> pd.DataFrame:
     clash = df["clip_id"].duplicated(keep=False)
     if clash.any():
         example = df.loc[clash, "clip_id"].iloc[0]
-        raise ProtocolError(f"{csv_path}: {int(clash.sum())} rows give one path two different systems, e.g. {example}")
+        raise ProtocolError(
+            f"{csv_path}: {int(clash.sum())} rows give one path two different systems, e.g. {example}"
+        )
     df["language"] = df["path"].map(language_of)
     return df
 
@@ -178,7 +182,9 @@ def load_protocols(protocol_dir: str | Path, splits: Mapping[str, str]) -> dict[
     """Read every split named in ``splits`` (split name -> CSV file name) from ``protocol_dir``."""
     protocol_dir = Path(protocol_dir)
     if "train" not in splits:
-        raise ProtocolError("the config's data.splits must name a 'train' split (the label map comes from it)")
+        raise ProtocolError(
+            "the config's data.splits must name a 'train' split (the label map comes from it)"
+        )
     return {name: read_protocol(protocol_dir / fname) for name, fname in splits.items()}
 
 

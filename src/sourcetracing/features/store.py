@@ -26,8 +26,18 @@ import pandas as pd
 from sourcetracing.config import Config, config_hash, features_dir
 
 INDEX_COLUMNS = [
-    "clip_id", "split", "model_name", "label", "known", "language", "language_seen", "cell",
-    "version", "shard", "row", "path",
+    "clip_id",
+    "split",
+    "model_name",
+    "label",
+    "known",
+    "language",
+    "language_seen",
+    "cell",
+    "version",
+    "shard",
+    "row",
+    "path",
 ]
 SKIPPED_COLUMNS = ["split", "clip_id", "path", "reason"]
 
@@ -101,7 +111,11 @@ def finalize_store(directory: str | Path, shard_names: Sequence[str], meta: dict
     index = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=INDEX_COLUMNS)
     skipped_parts = [pd.read_csv(shard_dir / f"{n}.skipped.csv", keep_default_na=False) for n in shard_names]
     skipped_parts = [p for p in skipped_parts if len(p)]
-    skipped = pd.concat(skipped_parts, ignore_index=True) if skipped_parts else pd.DataFrame(columns=SKIPPED_COLUMNS)
+    skipped = (
+        pd.concat(skipped_parts, ignore_index=True)
+        if skipped_parts
+        else pd.DataFrame(columns=SKIPPED_COLUMNS)
+    )
     _atomic_write(directory / "index.csv", lambda tmp: index.to_csv(tmp, index=False))
     _atomic_write(directory / "skipped.csv", lambda tmp: skipped.to_csv(tmp, index=False))
     meta = dict(meta, rows=len(index), skipped=len(skipped), shards=list(shard_names))

@@ -1,0 +1,88 @@
+"""Config loading, dotted overrides and the resolved copy."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sourcetracing.config import ConfigError, load_config, save_resolved
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_repo_configs_load():
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        cfg = load_config(path)
+        assert cfg.exp_dir and cfg.data.protocols, path
+    assert load_config(ROOT / "configs/refd_mlaad.yaml").frontend.layer == 5
+
+
+def test_file_values_and_overrides(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_text("exp_dir: exp/x\ntrain: {epochs: 4, lr: 0.01}\n")
+    cfg = load_config(
+        path, ["train.epochs=7", "train.betas=[0.8, 0.9]", "frontend.name=logmel", "device=cpu"]
+    )
+    assert cfg.train.epochs == 7
+    assert cfg.train.lr == pytest.approx(0.01)
+    assert cfg.train.betas == [0.8, 0.9]
+    assert cfg.frontend.name == "logmel"
+    assert cfg.name == "x"  # defaults to the file name
+    assert cfg.train.batch_size == 128  # untouched default
+
+
+def test_int_accepted_for_float_and_types_checked(tmp_path):
+    assert load_config(None, ["train.lr=1"]).train.lr == 1.0
+    with pytest.raises(ConfigError, match="train.epochs"):
+        load_config(None, ["train.epochs=many"])
+    with pytest.raises(ConfigError, match="expects a list"):
+        load_config(None, ["augment.versions=original"])
+
+
+def test_unknown_keys_are_errors_that_name_the_key(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train: {epocs: 3}\n")
+    with pytest.raises(ConfigError, match=r"'train\.epocs'.*train\.epochs"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="'nosuch'"):
+        load_config(None, ["nosuch=1"])
+    with pytest.raises(ConfigError, match="not of the form"):
+        load_config(None, ["train.epochs"])
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_split_names_are_free():
+    cfg = load_config(None, ["data.splits={train: a.csv, dev: b.csv, test2: c.csv}"])
+    assert cfg.data.splits == {"train": "a.csv", "dev": "b.csv", "test2": "c.csv"}
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = load_config(None, [f"exp_dir={tmp_path / 'e'}", "train.epochs=2"])
+    written = save_resolved(cfg)
+    assert written == tmp_path / "e" / "config.yaml"
+    again = load_config(written)
+    assert again.to_dict() == cfg.to_dict()
+    assert yaml.safe_load(written.read_text())["train"]["epochs"] == 2
+
+
+def test_cli_reports_config_errors_in_one_line(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts/preprocess_dataset.py"),
+            "--config",
+            str(ROOT / "configs/demo.yaml"),
+            "--check",
+            "train.epoch=3",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0
+    assert "unknown config key 'train.epoch'" in proc.stderr
+    assert "Traceback" not in proc.stderr
