@@ -1,0 +1,259 @@
+"""The OOD report: thresholds fitted on dev, applied to eval, metrics over all scorers and cells.
+
+Files written to ``out_dir``:
+
+- ``OOD_eval_results.txt``: the original step's file: known-vs-OOD classification report on eval
+  for the default scorer at the dev-EER threshold, with the EER and threshold lines;
+- ``ood_summary.csv``: one row per scorer x split x subset (``all``, ``seen_lang``,
+  ``unseen_lang`` and the four fine-grained cells); metrics that a subset cannot define
+  (an EER where all clips are known, say) are NaN;
+- ``scores_dev.tsv`` / ``scores_eval.tsv``: one row per clip, one column per scorer;
+- ``thresholds.json``: per scorer the dev-EER threshold and EER;
+- ``roc_<split>.png`` / ``det_<split>.png``: every scorer on one plot.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import classification_report, roc_curve
+
+from sourcetracing.ood.metrics import (
+    auroc,
+    eer,
+    fpr_at_tpr,
+    open_set_macro_f1,
+    rates_at_threshold,
+)
+
+CELLS = (
+    "seen_lang/seen_model",
+    "seen_lang/unseen_model",
+    "unseen_lang/seen_model",
+    "unseen_lang/unseen_model",
+)
+SUMMARY_COLUMNS = [
+    "scorer",
+    "split",
+    "subset",
+    "n",
+    "n_known",
+    "n_ood",
+    "eer",
+    "eer_threshold",
+    "auroc",
+    "fpr_at_95tpr",
+    "threshold",
+    "fpr",
+    "fnr",
+    "error_rate",
+    "precision",
+    "recall",
+    "f1",
+    "open_set_macro_f1",
+]
+
+
+def _subsets(frame: pd.DataFrame) -> list[tuple[str, np.ndarray]]:
+    """(name, boolean mask) for the whole split, the language halves and the four cells (non-empty only)."""
+    out = [("all", np.ones(len(frame), dtype=bool))]
+    cell = frame["cell"].astype(str).to_numpy()
+    for lang in ("seen_lang", "unseen_lang"):
+        out.append((lang, np.char.startswith(cell.astype(str), lang + "/")))
+    for name in CELLS:
+        out.append((name, cell == name))
+    return [(name, mask) for name, mask in out if mask.any()]
+
+
+def subset_metrics(
+    scores: np.ndarray, is_ood: np.ndarray, labels: np.ndarray, closed_pred: np.ndarray, threshold: float
+) -> dict[str, float]:
+    """Every summary metric on one subset; ROC metrics are NaN when it holds only one class."""
+    both = bool(is_ood.any()) and bool((~is_ood).any())
+    row: dict[str, float] = {
+        "n": len(scores),
+        "n_known": int((~is_ood).sum()),
+        "n_ood": int(is_ood.sum()),
+        "eer": math.nan,
+        "eer_threshold": math.nan,
+        "auroc": math.nan,
+        "fpr_at_95tpr": math.nan,
+        "threshold": threshold,
+    }
+    if both:
+        row["eer"], row["eer_threshold"] = eer(scores, is_ood)
+        row["auroc"] = auroc(scores, is_ood)
+        row["fpr_at_95tpr"] = fpr_at_tpr(scores, is_ood, 0.95)
+    row.update(rates_at_threshold(scores, is_ood, threshold))
+    row["open_set_macro_f1"] = open_set_macro_f1(labels, closed_pred, scores, threshold)
+    return row
+
+
+def _plot_curves(out_dir: Path, split: str, scores: Mapping[str, np.ndarray], is_ood: np.ndarray) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy.stats import norm
+
+    if not (is_ood.any() and (~is_ood).any()):
+        return
+    fig_roc, ax_roc = plt.subplots(figsize=(5.5, 5))
+    fig_det, ax_det = plt.subplots(figsize=(5.5, 5))
+    eps = 1e-4
+    for name, s in scores.items():
+        fpr, tpr, _ = roc_curve(is_ood, s, pos_label=True)
+        e, _ = eer(s, is_ood)
+        ax_roc.plot(fpr, tpr, label=f"{name} (AUROC {auroc(s, is_ood):.3f})")
+        fnr = 1.0 - tpr
+        ax_det.plot(
+            norm.ppf(np.clip(fpr, eps, 1 - eps)),
+            norm.ppf(np.clip(fnr, eps, 1 - eps)),
+            label=f"{name} (EER {100 * e:.1f}%)",
+        )
+    ax_roc.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+    ax_roc.set(
+        xlabel="FPR (known clips flagged OOD)", ylabel="TPR (OOD clips flagged)", title=f"OOD ROC ({split})"
+    )
+    ticks = np.array([0.001, 0.01, 0.05, 0.2, 0.5, 0.8, 0.95, 0.99])
+    ax_det.set_xticks(norm.ppf(ticks), [f"{100 * t:g}" for t in ticks])
+    ax_det.set_yticks(norm.ppf(ticks), [f"{100 * t:g}" for t in ticks])
+    lim = norm.ppf([0.0005, 0.9995])
+    ax_det.set(xlim=lim, ylim=lim, xlabel="False positive rate (%)", ylabel="False negative rate (%)")
+    ax_det.set_title(f"OOD DET ({split})")
+    ax_det.plot(lim, lim, color="grey", lw=0.8, ls="--")
+    for fig, ax, name in ((fig_roc, ax_roc, "roc"), (fig_det, ax_det, "det")):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right" if name == "roc" else "upper right")
+        fig.tight_layout()
+        fig.savefig(out_dir / f"{name}_{split}.png", dpi=120)
+        plt.close(fig)
+
+
+def _write_eval_text(
+    path: Path,
+    scorer: str,
+    summary: pd.DataFrame,
+    scores_eval: np.ndarray,
+    is_ood_eval: np.ndarray,
+    threshold: float,
+) -> None:
+    def get(split: str, col: str) -> float:
+        row = summary[(summary.scorer == scorer) & (summary.split == split) & (summary.subset == "all")]
+        return float(row[col].iloc[0]) if len(row) else math.nan
+
+    pred = scores_eval >= threshold
+    report = classification_report(
+        is_ood_eval.astype(int),
+        pred.astype(int),
+        labels=[0, 1],
+        target_names=["known", "OOD"],
+        digits=4,
+        zero_division=0,
+    )
+    lines = [
+        f"OOD detector: {scorer} (higher score = more likely OOD; score >= threshold => OOD)",
+        f"Dev EER: {100 * get('dev', 'eer'):.2f}% at threshold {threshold:.6g}",
+        f"Eval EER: {100 * get('eval', 'eer'):.2f}% (at the eval's own threshold {get('eval', 'eer_threshold'):.6g})",
+        f"Eval AUROC: {get('eval', 'auroc'):.4f}  FPR@95%TPR: {100 * get('eval', 'fpr_at_95tpr'):.2f}%",
+        f"Eval at the dev threshold: FPR {100 * get('eval', 'fpr'):.2f}%  FNR {100 * get('eval', 'fnr'):.2f}%  "
+        f"OOD F1 {get('eval', 'f1'):.4f}  open-set macro-F1 {get('eval', 'open_set_macro_f1'):.4f}",
+        "",
+        "Eval classification report (known vs OOD, at the dev-EER threshold):",
+        report,
+    ]
+    path.write_text("\n".join(lines))
+
+
+def write_ood_report(
+    out_dir: str | Path,
+    scores: Mapping[str, Mapping[str, np.ndarray]],
+    frames: Mapping[str, pd.DataFrame],
+    preds: Mapping[str, np.ndarray],
+    class_names: Sequence[str],
+    default_scorer: str,
+    plots: bool = True,
+) -> pd.DataFrame:
+    """Fit each scorer's threshold at the dev EER, apply it to every split, write the report files.
+
+    ``scores[scorer][split]``, ``frames[split]`` (columns clip_id, model_name, label, known,
+    language, cell) and ``preds[split]`` (closed-set predicted class ids) are row-aligned.
+    Returns the summary frame (also written as ``ood_summary.csv``).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if "dev" not in frames:
+        raise ValueError("write_ood_report needs a 'dev' split to fit the thresholds on")
+    if default_scorer not in scores:
+        raise ValueError(f"default scorer '{default_scorer}' not among the scored: {sorted(scores)}")
+    for name, per_split in scores.items():
+        for split, frame in frames.items():
+            if len(per_split[split]) != len(frame) or len(preds[split]) != len(frame):
+                raise ValueError(
+                    f"{name}/{split}: {len(per_split[split])} scores, {len(preds[split])} predictions "
+                    f"but {len(frame)} clips"
+                )
+    dev_ood = ~frames["dev"]["known"].to_numpy(bool)
+    if dev_ood.all() or not dev_ood.any():
+        raise ValueError("the dev split needs both known and OOD clips to fit an EER threshold")
+
+    thresholds: dict[str, dict] = {}
+    rows = []
+    for name, per_split in scores.items():
+        dev_eer, thr = eer(per_split["dev"], dev_ood)
+        thresholds[name] = {"threshold": thr, "dev_eer": dev_eer}
+        for split, frame in frames.items():
+            s = np.asarray(per_split[split], dtype=np.float64)
+            is_ood = ~frame["known"].to_numpy(bool)
+            labels = frame["label"].to_numpy(int)
+            pred = np.asarray(preds[split]).astype(int)
+            for subset, mask in _subsets(frame):
+                row = subset_metrics(s[mask], is_ood[mask], labels[mask], pred[mask], thr)
+                rows.append({"scorer": name, "split": split, "subset": subset, **row})
+    summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    summary.to_csv(out / "ood_summary.csv", index=False)
+    (out / "thresholds.json").write_text(
+        json.dumps(
+            {"default": default_scorer, "rule": "score >= threshold => OOD", "scorers": thresholds}, indent=2
+        )
+    )
+
+    names = list(class_names)
+    for split, frame in frames.items():
+        pred = np.asarray(preds[split]).astype(int)
+        table = pd.DataFrame(
+            {
+                "clip_id": frame["clip_id"].to_numpy(),
+                "model_name": frame["model_name"].to_numpy(),
+                "known": frame["known"].to_numpy(bool),
+                "cell": frame["cell"].to_numpy(),
+                "language": frame["language"].to_numpy(),
+                "predicted": [names[p] if 0 <= p < len(names) else str(p) for p in pred],
+            }
+        )
+        for name, per_split in scores.items():
+            table[name] = np.asarray(per_split[split], dtype=np.float64)
+        table.to_csv(out / f"scores_{split}.tsv", sep="\t", index=False, float_format="%.6g")
+        if plots:
+            _plot_curves(
+                out,
+                split,
+                {n: np.asarray(v[split]) for n, v in scores.items()},
+                ~frame["known"].to_numpy(bool),
+            )
+
+    if "eval" in frames:
+        _write_eval_text(
+            out / "OOD_eval_results.txt",
+            default_scorer,
+            summary,
+            np.asarray(scores[default_scorer]["eval"], dtype=np.float64),
+            ~frames["eval"]["known"].to_numpy(bool),
+            thresholds[default_scorer]["threshold"],
+        )
+    return summary
