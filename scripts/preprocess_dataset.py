@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sourcetracing.config import add_config_args, config_from_args, save_resolved
+from sourcetracing.config import add_config_args, config_from_args, resolve_device, save_resolved
 from sourcetracing.data.check import run_check
+from sourcetracing.distributed import cleanup, init_distributed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,22 +28,38 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
 
-    problems, table = run_check(cfg, check_files=not args.skip_file_check)
-    if not table.empty:
-        print(table.to_string())
-        print(f"label assignment written to {cfg.exp_dir}/label_assignment.txt and label_map.csv")
-    if problems:
-        print(f"data check FAILED ({len(problems)} problem(s)):", file=sys.stderr)
-        for p in problems:
-            print(f"  - {p}", file=sys.stderr)
-        return 1
-    save_resolved(cfg)
-    if args.check:
-        print("data check passed")
-        return 0
-    from sourcetracing.features.extract import run_extraction
+    from sourcetracing.data.augment import AugmentError
+    from sourcetracing.features.extract import ExtractionError, broadcast_from_main, run_extraction
+    from sourcetracing.features.frontends import FrontEndError
 
-    run_extraction(cfg)
+    info = init_distributed(resolve_device(cfg.device))  # a no-op without torchrun
+    ok = True
+    if info.is_main:  # one rank checks, prints and writes the label assignment
+        problems, table = run_check(cfg, check_files=not args.skip_file_check)
+        if not table.empty:
+            print(table.to_string())
+            print(f"label assignment written to {cfg.exp_dir}/label_assignment.txt and label_map.csv")
+        if problems:
+            print(f"data check FAILED ({len(problems)} problem(s)):", file=sys.stderr)
+            for p in problems:
+                print(f"  - {p}", file=sys.stderr)
+            ok = False
+        else:
+            save_resolved(cfg)
+    if not broadcast_from_main(info, ok):
+        cleanup(info)
+        return 1
+    if args.check:
+        if info.is_main:
+            print("data check passed")
+        cleanup(info)
+        return 0
+    try:
+        run_extraction(cfg, info)
+    except (ExtractionError, AugmentError, FrontEndError) as err:
+        print(f"feature extraction FAILED: {err}", file=sys.stderr)
+        return 1  # under torchrun the launcher stops the other ranks
+    cleanup(info)
     return 0
 
 

@@ -1,0 +1,115 @@
+"""Front ends: hf_ssl truncation is exact, bf16 is close, spectral shapes and batch consistency."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from sourcetracing.config import load_config
+from sourcetracing.features.frontends import FrontEndError, build_frontend
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from corpus_fixtures import save_tiny_wav2vec2  # noqa: E402
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["layernorm-first", "stable-layernorm"])
+def tiny_model(request, tmp_path_factory) -> tuple[Path, bool]:
+    path = save_tiny_wav2vec2(tmp_path_factory.mktemp("w2v") / "model", stable_layer_norm=request.param)
+    return path, request.param
+
+
+def _reference_hidden_states(path: Path, waves: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    from transformers import AutoFeatureExtractor, AutoModel
+
+    model = AutoModel.from_pretrained(path, local_files_only=True).eval()
+    fe = AutoFeatureExtractor.from_pretrained(path, local_files_only=True)
+    inputs = fe([w.numpy() for w in waves], sampling_rate=16000, return_tensors="pt")
+    with torch.no_grad():
+        return model(inputs["input_values"], output_hidden_states=True).hidden_states
+
+
+def _hf(path: Path, layer: int, precision: str = "float32"):
+    return build_frontend(
+        {"name": "hf_ssl", "model": str(path), "layer": layer, "precision": precision}, "cpu"
+    )
+
+
+def test_truncated_model_equals_full_hidden_states(tiny_model):
+    path, _ = tiny_model
+    waves = torch.randn(3, 16000, generator=torch.Generator().manual_seed(0))
+    hidden = _reference_hidden_states(path, waves)
+    assert len(hidden) == 5
+    for k in range(5):
+        fe = _hf(path, k)
+        out = fe(waves)
+        assert out.dtype == torch.float32
+        assert tuple(out.shape[1:]) == fe.output_shape(16000) == tuple(hidden[k].shape[1:])
+        assert len(fe.model.encoder.layers) == max(k, 1)  # the layers above k are gone
+        torch.testing.assert_close(out, hidden[k], rtol=0, atol=1e-5)
+    torch.testing.assert_close(_hf(path, -1)(waves), hidden[-1], rtol=0, atol=1e-5)
+
+
+def test_batched_equals_one_by_one_and_bf16_close(tiny_model):
+    path, _ = tiny_model
+    waves = torch.randn(4, 8000, generator=torch.Generator().manual_seed(1))
+    fe = _hf(path, 2)
+    batched = fe(waves)
+    single = torch.cat([fe(w[None]) for w in waves])
+    torch.testing.assert_close(batched, single, rtol=1e-4, atol=1e-4)
+    low = _hf(path, 2, "bf16")(waves)
+    assert low.dtype == torch.float32 and low.shape == batched.shape
+    rel = float((low - batched).norm() / batched.norm())
+    assert rel < 0.05, rel
+
+
+def test_precision_and_loading_errors(tiny_model, tmp_path):
+    path, _ = tiny_model
+    assert _hf(path, 1, "auto").autocast_dtype is None  # auto = float32 on CPU
+    with pytest.raises(FrontEndError, match="CUDA"):
+        _hf(path, 1, "fp16")
+    with pytest.raises(FrontEndError, match="precision"):
+        _hf(path, 1, "int8")
+    with pytest.raises(FrontEndError, match="out of range"):
+        _hf(path, 9)
+    (tmp_path / "empty_model").mkdir()
+    with pytest.raises(FrontEndError, match="cannot load"):
+        _hf(tmp_path / "empty_model", 1)
+
+
+def _spectral(name: str, **overrides):
+    fcfg = dict(load_config(None).frontend, name=name, **overrides)
+    return build_frontend(fcfg, "cpu")
+
+
+@pytest.mark.parametrize(
+    "name,overrides,dim",
+    [("lfcc", {}, 60), ("lfcc", {"deltas": False}, 20), ("logmel", {"n_filters": 40}, 40)],
+)
+def test_spectral_shapes_and_batch_consistency(name, overrides, dim):
+    fe = _spectral(name, **overrides)
+    waves = torch.randn(3, 16000, generator=torch.Generator().manual_seed(2)) * 0.1
+    out = fe(waves)
+    assert out.shape == (3, 101, dim)
+    assert fe.output_shape(16000) == (101, dim)
+    assert torch.isfinite(out).all()
+    single = torch.cat([fe(w[None]) for w in waves])
+    torch.testing.assert_close(out, single, rtol=1e-4, atol=1e-4)
+
+
+def test_lfcc_first_coefficients_follow_the_filterbank_energies():
+    fe = _spectral("lfcc", deltas=False)
+    quiet = 0.01 * torch.randn(16000, generator=torch.Generator().manual_seed(3))
+    loud = 10 * quiet
+    c_quiet, c_loud = fe(torch.stack([quiet, loud]))
+    # a 20 dB louder signal raises every log energy by log(100), i.e. c0 by log(100) * sqrt(n_filters)
+    expected = torch.log(torch.tensor(100.0)) * 70**0.5
+    assert float((c_loud[5:-5, 0] - c_quiet[5:-5, 0]).mean()) == pytest.approx(float(expected), rel=1e-3)
+    torch.testing.assert_close(c_loud[:, 1:], c_quiet[:, 1:], rtol=1e-3, atol=1e-3)
+
+
+def test_unknown_frontend():
+    with pytest.raises(FrontEndError, match="unknown"):
+        build_frontend({"name": "mfcc"}, "cpu")
