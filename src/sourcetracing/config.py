@@ -41,7 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "device": "auto",  # auto | cpu | cuda | cuda:N
     "data": {
         "root": "data/MLAAD_v5",  # MLAAD root: the folder that holds fake/<lang>/<model_dir>/
-        "protocols": "data/MLAAD_v5/protocols",  # folder with the split CSVs
+        "protocols": "data/MLAAD_v5_protocols",  # folder with the split CSVs (train.csv, dev.csv, eval.csv)
         "splits": {"train": "train.csv", "dev": "dev.csv", "eval": "eval.csv"},
         "sample_rate": 16000,
         "max_len_s": 4.0,
@@ -77,13 +77,18 @@ DEFAULTS: dict[str, Any] = {
     },
     "model": {
         "name": "aasist",
-        "in_proj_dim": 128,  # input projection of the frame features
-        "filts": [70, [1, 32], [32, 32], [32, 64], [64, 64]],
-        "gat_dims": [64, 32],
+        "in_proj_dim": 128,  # Linear(feature dim -> in_proj_dim) per frame; read as a [feature, time] map
+        "first_pool": [3, 3],  # max-pool (feature, time) before the residual encoder
+        # residual blocks, [in, out] channels each
+        "filts": [[1, 32], [32, 32], [32, 64], [64, 64], [64, 64], [64, 64]],
+        # max-pool (feature, time) after each residual block ([1, 3] in raw-waveform AASIST)
+        "block_pool": [1, 1],
+        "gat_dims": [64, 32],  # graph attention (GAL) dim, heterogeneous (HS-GAL) dim
+        # graph pooling ratios: spectral GAL, temporal GAL, spectral HS-GAL, temporal HS-GAL
         "pool_ratios": [0.5, 0.7, 0.5, 0.5],
-        "temperatures": [2.0, 2.0, 100.0, 100.0],
-        "dropout": 0.5,
-        "embedding_dim": 160,
+        "temperatures": [2.0, 2.0, 100.0, 100.0],  # spectral GAL, temporal GAL, HS-GAL branch 1, branch 2
+        "dropout": 0.5,  # before the output layer
+        "embedding_dim": 160,  # penultimate size (OOD embeddings); != 5 * gat_dims[1] adds a projection
     },
     "train": {
         "epochs": 30,
@@ -98,7 +103,7 @@ DEFAULTS: dict[str, Any] = {
         "select_by": "dev_loss",  # dev_loss | dev_macro_f1
         "versions": None,  # train versions used (None = all in the store)
         "num_workers": 0,
-        "log_every": 50,
+        "log_every": 50,  # progress-bar loss/accuracy refresh, in steps
     },
     "ood": {
         "scorers": ["nsd", "msp", "maxlogit", "energy", "knn", "mahalanobis"],
@@ -113,18 +118,25 @@ DEFAULTS: dict[str, Any] = {
         "model": "facebook/wav2vec2-base-960h",  # hf_ssl encoder: hub name or local path
         "layer": -1,  # hf_ssl: hidden_states[layer]; -1 = last
         "hidden_dims": [256, 256],
+        "freeze_feature_encoder": True,  # hf_ssl: keep the SSL model's conv front end fixed
+        "channels": 128,  # features encoder: conv channels
+        "pooling": "attentive",  # features encoder: attentive | mean statistics pooling
         "loss": "softmax",  # softmax | contrast
         "n_systems": 10,
         "n_clips": 4,
+        "versions": None,  # features encoder: train versions used (None = all in the store)
         "epochs": 20,
         "steps_per_epoch": 100,
         "lr": 1.0e-4,
         "weight_decay": 0.0,
+        "grad_clip": 3.0,  # max gradient norm (0 = off)
         "init_w": 10.0,
         "init_b": -5.0,
-        "select_by": "dev_macro_f1",
+        "select_by": "dev_macro_f1",  # dev_macro_f1 (nearest train centroid) | dev_loss
+        "select_clips_per_system": 100,  # clips per system used by the per-epoch dev check (0 = all)
         "knn_k": 5,
-        "batch_size": 64,
+        "batch_size": 64,  # embedding extraction batch size
+        "num_workers": 0,
         "embeddings_dir": None,  # default: <exp_dir>/ge2e/embeddings
     },
     "trace": {"top_k": 3},
