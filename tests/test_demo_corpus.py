@@ -19,12 +19,10 @@ ROOT = Path(__file__).resolve().parents[1]
 PIP_SYSTEMS = [s for s in PLAN if s.engine in engines.ENGINE_GROUPS["pip"]]
 
 
-@pytest.fixture(scope="module")
-def small(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, corpus.CorpusReport]:
-    """One small pip-only corpus shared by the tests of this module."""
-    out = tmp_path_factory.mktemp("demo") / "demo"
-    report = build_corpus(out, size="small", seed=0, engines="pip", jobs=2, progress=False, verbose=False)
-    return out, report
+@pytest.fixture
+def small(small_demo: tuple[Path, corpus.CorpusReport]) -> tuple[Path, corpus.CorpusReport]:
+    """The session's small pip-only corpus (built once in conftest.py)."""
+    return small_demo
 
 
 def read_protocol(path: Path) -> list[dict[str, str]]:

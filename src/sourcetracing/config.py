@@ -9,6 +9,8 @@ A key that is not in the defaults is an error that names it, so typos never pass
 >>> cfg = load_config(None, ["train.epochs=3", "frontend.name=lfcc"])
 >>> cfg.train.epochs, cfg.frontend.name
 (3, 'lfcc')
+>>> load_config(None, ["train.lr=3e-3"]).train.lr
+0.003
 >>> load_config(None, ["train.epoch=3"])
 Traceback (most recent call last):
 ...
@@ -107,7 +109,7 @@ DEFAULTS: dict[str, Any] = {
     },
     "ood": {
         "scorers": ["nsd", "msp", "maxlogit", "energy", "knn", "mahalanobis"],
-        "default": "nsd",
+        "default": "nsd",  # the scorer of OOD_eval_results.txt and trace.py; auto = lowest dev EER
         "knn_k": 5,
         "train_versions": ["original"],
         "chunk_size": 4096,
@@ -189,6 +191,13 @@ def _check_type(dotted: str, default: Any, value: Any) -> Any:
         return value
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if isinstance(default, (int, float)) and not isinstance(default, bool) and isinstance(value, str):
+        try:  # YAML 1.1 reads "3e-3" as a string
+            number = float(value)
+        except ValueError:
+            pass
+        else:
+            return int(number) if isinstance(default, int) and number.is_integer() else number
     if isinstance(default, (int, float)) and not isinstance(value, (int, float)):
         raise ConfigError(f"config key '{dotted}' expects a number, got {value!r}")
     if isinstance(default, str) and not isinstance(value, str):

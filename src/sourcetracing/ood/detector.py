@@ -95,7 +95,7 @@ def run_ood(
     """The whole step; returns the summary frame."""
     device = resolve_device(cfg.device)
     names = scorer_names or list(cfg.ood.scorers)
-    default = cfg.ood.default if cfg.ood.default in names else names[0]
+    default = cfg.ood.default if cfg.ood.default in [*names, "auto"] else names[0]
     if default != cfg.ood.default:
         print(
             f"note: default scorer '{cfg.ood.default}' not selected; using '{default}' for OOD_eval_results.txt"

@@ -170,6 +170,15 @@ def _write_eval_text(
     path.write_text("\n".join(lines))
 
 
+def select_on_dev(thresholds: Mapping[str, Mapping[str, float]]) -> str:
+    """The scorer with the lowest dev EER (ties: the higher dev AUROC); eval is never looked at.
+
+    >>> select_on_dev({"a": {"dev_eer": 0.2, "dev_auroc": 0.8}, "b": {"dev_eer": 0.2, "dev_auroc": 0.9}})
+    'b'
+    """
+    return min(thresholds, key=lambda n: (thresholds[n]["dev_eer"], -thresholds[n]["dev_auroc"]))
+
+
 def write_ood_report(
     out_dir: str | Path,
     scores: Mapping[str, Mapping[str, np.ndarray]],
@@ -189,7 +198,7 @@ def write_ood_report(
     out.mkdir(parents=True, exist_ok=True)
     if "dev" not in frames:
         raise ValueError("write_ood_report needs a 'dev' split to fit the thresholds on")
-    if default_scorer not in scores:
+    if default_scorer != "auto" and default_scorer not in scores:
         raise ValueError(f"default scorer '{default_scorer}' not among the scored: {sorted(scores)}")
     for name, per_split in scores.items():
         for split, frame in frames.items():
@@ -206,7 +215,7 @@ def write_ood_report(
     rows = []
     for name, per_split in scores.items():
         dev_eer, thr = eer(per_split["dev"], dev_ood)
-        thresholds[name] = {"threshold": thr, "dev_eer": dev_eer}
+        thresholds[name] = {"threshold": thr, "dev_eer": dev_eer, "dev_auroc": auroc(per_split["dev"], dev_ood)}
         for split, frame in frames.items():
             s = np.asarray(per_split[split], dtype=np.float64)
             is_ood = ~frame["known"].to_numpy(bool)
@@ -215,6 +224,8 @@ def write_ood_report(
             for subset, mask in _subsets(frame):
                 row = subset_metrics(s[mask], is_ood[mask], labels[mask], pred[mask], thr)
                 rows.append({"scorer": name, "split": split, "subset": subset, **row})
+    if default_scorer == "auto":
+        default_scorer = select_on_dev(thresholds)
     summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     summary.to_csv(out / "ood_summary.csv", index=False)
     (out / "thresholds.json").write_text(
