@@ -215,7 +215,11 @@ def write_ood_report(
     rows = []
     for name, per_split in scores.items():
         dev_eer, thr = eer(per_split["dev"], dev_ood)
-        thresholds[name] = {"threshold": thr, "dev_eer": dev_eer, "dev_auroc": auroc(per_split["dev"], dev_ood)}
+        thresholds[name] = {
+            "threshold": thr,
+            "dev_eer": dev_eer,
+            "dev_auroc": auroc(per_split["dev"], dev_ood),
+        }
         for split, frame in frames.items():
             s = np.asarray(per_split[split], dtype=np.float64)
             is_ood = ~frame["known"].to_numpy(bool)
