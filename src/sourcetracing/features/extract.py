@@ -30,6 +30,7 @@ from sourcetracing.data.protocols import prepare_splits
 from sourcetracing.distributed import DistInfo, barrier, init_distributed, rank_device
 from sourcetracing.features.frontends import FrontEnd, build_frontend
 from sourcetracing.features.store import (
+    INDEX_COLUMNS,
     SKIPPED_COLUMNS,
     finalize_store,
     shard_complete,
@@ -40,17 +41,8 @@ from sourcetracing.features.store import (
 
 log = logging.getLogger(__name__)
 
-ROW_COLUMNS = [
-    "clip_id",
-    "split",
-    "model_name",
-    "label",
-    "known",
-    "language",
-    "language_seen",
-    "cell",
-    "path",
-]
+# the index columns that come from the protocol (version, shard and row are added per stored row)
+ROW_COLUMNS = [c for c in INDEX_COLUMNS if c not in ("version", "shard", "row")]
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
