@@ -1,6 +1,6 @@
 """A tiny MLAAD-layout corpus (plus MUSAN and RIRS_NOISES stand-ins) for tests, written in seconds.
 
-Usage in a test (``tests/`` is not a package; add it to ``sys.path`` first)::
+Usage in a test (pytest puts ``tests/`` on the path, see pyproject.toml)::
 
     corpus = make_tiny_corpus(tmp_path)                 # lfcc front end, 1 s crops, no workers
     corpus.cfg.features.batch_size                      # a loaded Config

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from ge2e_helpers import write_synthetic_experiment
 
-sys.path.insert(0, str(Path(__file__).parent))
-from ge2e_helpers import write_synthetic_experiment  # noqa: E402
-
-from sourcetracing.data.protocols import LabelMap  # noqa: E402
-from sourcetracing.ge2e.embeddings import (  # noqa: E402
+from sourcetracing.data.protocols import LabelMap
+from sourcetracing.ge2e.embeddings import (
     load_embeddings,
     plot_map,
     write_original_layout,

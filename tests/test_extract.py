@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from corpus_fixtures import add_bad_clips, make_tiny_corpus, save_tiny_wav2vec2
 
 from sourcetracing.config import load_config
 from sourcetracing.data.audio import crop_or_pad, load_audio
@@ -21,9 +22,6 @@ from sourcetracing.features import extract
 from sourcetracing.features.extract import ExtractionError, run_extraction
 from sourcetracing.features.frontends import build_frontend
 from sourcetracing.features.store import FeatureStore, store_dir
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from corpus_fixtures import add_bad_clips, make_tiny_corpus, save_tiny_wav2vec2  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

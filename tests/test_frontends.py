@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from corpus_fixtures import save_tiny_wav2vec2
 
 from sourcetracing.config import load_config
 from sourcetracing.features.frontends import FrontEndError, build_frontend
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from corpus_fixtures import save_tiny_wav2vec2  # noqa: E402
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["layernorm-first", "stable-layernorm"])

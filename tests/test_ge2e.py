@@ -10,13 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from ge2e_helpers import KNOWN, write_synthetic_experiment
 
-sys.path.insert(0, str(Path(__file__).parent))
-from ge2e_helpers import KNOWN, write_synthetic_experiment  # noqa: E402
-
-from sourcetracing.bench.ge2e_loss import ge2e_loss_loop  # noqa: E402
-from sourcetracing.data.samplers import ClassBalancedBatchSampler  # noqa: E402
-from sourcetracing.models.ge2e import FeatureEncoder, GE2ELoss, GE2EModel  # noqa: E402
+from sourcetracing.bench.ge2e_loss import ge2e_loss_loop
+from sourcetracing.data.samplers import ClassBalancedBatchSampler
+from sourcetracing.models.ge2e import FeatureEncoder, GE2ELoss, GE2EModel
 
 REPO = Path(__file__).resolve().parents[1]
 
