@@ -192,6 +192,31 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
+class _PerClip(nn.Module):
+    """Runs a module one clip at a time and stacks the results.
+
+    The convolutional feature encoder of wav2vec2-style models produces a 512 x 16k activation per
+    4 s clip; batched on a CPU these no longer fit the caches and the encoder runs slower than one
+    clip at a time. Each clip's output is the same either way (convolutions and group norms act
+    per clip).
+    """
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] <= 1:
+            return self.inner(x)
+        return torch.cat([self.inner(clip) for clip in x.split(1)], dim=0)
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self._modules["inner"], name)
+
+
 class HFSSLFrontEnd(FrontEnd):
     """``hidden_states[layer]`` of a Hugging Face audio encoder, computing only the layers it needs.
 
@@ -232,6 +257,8 @@ class HFSSLFrontEnd(FrontEnd):
             target.register_forward_pre_hook(self._capture_input, with_kwargs=True)
         else:
             target.register_forward_hook(self._capture_output)
+        if device.type == "cpu" and isinstance(getattr(model, "feature_extractor", None), nn.Module):
+            model.feature_extractor = _PerClip(model.feature_extractor)
         self.model = model.eval().to(device)
         for p in self.model.parameters():
             p.requires_grad_(False)
