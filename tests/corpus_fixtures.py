@@ -211,17 +211,30 @@ def add_bad_clips(
 
 
 def save_tiny_wav2vec2(
-    path: str | Path, stable_layer_norm: bool = False, num_layers: int = 4, seed: int = 0
+    path: str | Path,
+    stable_layer_norm: bool = False,
+    num_layers: int = 4,
+    seed: int = 0,
+    architecture: str = "wav2vec2",
 ) -> Path:
     """A randomly initialised, tiny wav2vec2 (32 dims, 2 heads) + feature extractor saved with ``save_pretrained``.
 
     Its conv encoder has the base model's total stride (320), so 1 s at 16 kHz gives 50 frames.
+    ``architecture`` may also be ``hubert`` or ``wavlm`` (same sizes, their own model classes).
     """
     import torch
-    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+    import transformers
+    from transformers import Wav2Vec2FeatureExtractor
+
+    config_cls, model_cls = {
+        "wav2vec2": ("Wav2Vec2Config", "Wav2Vec2Model"),
+        "hubert": ("HubertConfig", "HubertModel"),
+        "wavlm": ("WavLMConfig", "WavLMModel"),
+    }[architecture]
+    config_class, model_class = getattr(transformers, config_cls), getattr(transformers, model_cls)
 
     torch.manual_seed(seed)
-    config = Wav2Vec2Config(
+    config = config_class(
         hidden_size=32,
         num_attention_heads=2,
         num_hidden_layers=num_layers,
@@ -235,6 +248,6 @@ def save_tiny_wav2vec2(
         feat_extract_norm="layer" if stable_layer_norm else "group",
     )
     path = Path(path)
-    Wav2Vec2Model(config).eval().save_pretrained(path)
+    model_class(config).eval().save_pretrained(path)
     Wav2Vec2FeatureExtractor(do_normalize=True).save_pretrained(path)
     return path

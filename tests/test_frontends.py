@@ -12,10 +12,17 @@ from sourcetracing.config import load_config
 from sourcetracing.features.frontends import FrontEndError, build_frontend
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["layernorm-first", "stable-layernorm"])
+@pytest.fixture(
+    scope="module",
+    params=[("wav2vec2", False), ("wav2vec2", True), ("hubert", False), ("wavlm", True)],
+    ids=["wav2vec2-layernorm-first", "wav2vec2-stable-layernorm", "hubert", "wavlm"],
+)
 def tiny_model(request, tmp_path_factory) -> tuple[Path, bool]:
-    path = save_tiny_wav2vec2(tmp_path_factory.mktemp("w2v") / "model", stable_layer_norm=request.param)
-    return path, request.param
+    architecture, stable = request.param
+    path = save_tiny_wav2vec2(
+        tmp_path_factory.mktemp("ssl") / "model", stable_layer_norm=stable, architecture=architecture
+    )
+    return path, stable
 
 
 def _reference_hidden_states(path: Path, waves: torch.Tensor) -> tuple[torch.Tensor, ...]:
