@@ -11,6 +11,7 @@ import yaml
 from sourcetracing.config import load_config
 from sourcetracing.data.protocols import LabelMap
 from sourcetracing.features.store import finalize_store, store_dir, write_shard
+from sourcetracing.training.toy import toy_index_row
 
 KNOWN = ["sys_a", "sys_b", "sys_c", "sys_d"]
 UNSEEN = ["sys_x", "sys_y", "sys_z"]
@@ -75,28 +76,10 @@ def write_synthetic_experiment(
         for s in split_systems:
             lang = "en" if s != "sys_z" else "xx"
             for i in range(per_system):
-                clip = f"fake/{lang}/{s}/{split}_{i:03d}.wav"
                 for v in versions:
                     noise = 1.0 if v == "original" else 1.5
                     feats.append(means[s][None, :] + rng.normal(0, noise, size=(frames, dim)))
-                    label = label_map.label(s)
-                    known = label >= 0
-                    lang_seen = lang == "en"
-                    cell = f"{'seen' if lang_seen else 'unseen'}_lang/{'seen' if known else 'unseen'}_model"
-                    rows.append(
-                        {
-                            "clip_id": clip,
-                            "split": split,
-                            "model_name": s,
-                            "label": label,
-                            "known": known,
-                            "language": lang,
-                            "language_seen": lang_seen,
-                            "cell": cell,
-                            "version": v,
-                            "path": "./" + clip,
-                        }
-                    )
+                    rows.append(toy_index_row(split, s, lang, v, i, label_map, seen_language=lang == "en"))
         write_shard(directory, split, np.stack(feats), pd.DataFrame(rows))
         names.append(split)
     finalize_store(directory, names, {"shape": [frames, dim], "frontend": {"name": "lfcc"}})

@@ -12,6 +12,33 @@ from sourcetracing.data.protocols import LabelMap
 from sourcetracing.features.store import finalize_store, store_dir, write_shard
 
 
+def toy_index_row(
+    split: str,
+    system: str,
+    language: str,
+    version: str,
+    number: int,
+    label_map: LabelMap,
+    seen_language: bool,
+) -> dict:
+    """The store index row of one synthetic clip ``./fake/<language>/<system>/<split>_<number>.wav``."""
+    label = label_map.label(system)
+    path = f"./fake/{language}/{system}/{split}_{number:04d}.wav"
+    lang_cell = "seen_lang" if seen_language else "unseen_lang"
+    return {
+        "clip_id": path[2:],
+        "split": split,
+        "model_name": system,
+        "label": label,
+        "known": label >= 0,
+        "language": language,
+        "language_seen": seen_language,
+        "cell": f"{lang_cell}/{'seen' if label >= 0 else 'unseen'}_model",
+        "version": version,
+        "path": path,
+    }
+
+
 def make_toy_store(
     cfg: Config,
     n_known: int = 4,
@@ -50,23 +77,7 @@ def make_toy_store(
                         if v == "original"
                         else base + rng.normal(scale=0.5, size=base.shape).astype(np.float32)
                     )
-                    label = label_map.label(s)
-                    path = f"./fake/{lang}/{s}/{split}_{j:04d}.wav"
-                    rows.append(
-                        {
-                            "clip_id": path[2:],
-                            "split": split,
-                            "model_name": s,
-                            "label": label,
-                            "known": label >= 0,
-                            "language": lang,
-                            "language_seen": lang == "en",
-                            "cell": f"{'seen' if lang == 'en' else 'unseen'}_lang/"
-                            f"{'seen' if label >= 0 else 'unseen'}_model",
-                            "version": v,
-                            "path": path,
-                        }
-                    )
+                    rows.append(toy_index_row(split, s, lang, v, j, label_map, seen_language=lang == "en"))
                     feats.append(x)
         write_shard(directory, split, np.stack(feats), pd.DataFrame(rows))
         shard_names.append(split)
