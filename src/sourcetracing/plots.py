@@ -14,6 +14,16 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
+def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
+    """Lay out, write as PNG (creating the folder) and close a figure; returns the path."""
+    path = Path(path)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def plot_training_curves(metrics: pd.DataFrame, path: str | Path, title: str = "training") -> Path:
     """Loss, accuracy / macro-F1 and learning rate per epoch from a ``metrics.csv`` frame."""
     path = Path(path)
@@ -44,11 +54,7 @@ def plot_training_curves(metrics: pd.DataFrame, path: str | Path, title: str = "
         a.grid(alpha=0.3)
         a.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_confusion(
@@ -76,8 +82,4 @@ def plot_confusion(
                     ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", fontsize=6, color=colour)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="row rate" if normalize else "count")
     ax.set_title(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

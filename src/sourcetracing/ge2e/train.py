@@ -158,10 +158,7 @@ def write_metrics(out: Path, history: list[dict]) -> None:
 
 def plot_curves(out: Path, history: list[dict]) -> Path:
     """Loss, dev metrics and the loss's w/b per epoch as ``curves.png``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from sourcetracing.plots import plt, save_figure
 
     ep = [h["epoch"] for h in history]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
@@ -178,11 +175,7 @@ def plot_curves(out: Path, history: list[dict]) -> Path:
         ax.set_xlabel("epoch")
         ax.legend()
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = out / "curves.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / "curves.png", dpi=100)
 
 
 def _rng_state(device: torch.device) -> dict:

@@ -95,11 +95,9 @@ def subset_metrics(
 
 
 def _plot_curves(out_dir: Path, split: str, scores: Mapping[str, np.ndarray], is_ood: np.ndarray) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from scipy.stats import norm
+
+    from sourcetracing.plots import plt, save_figure
 
     if not (is_ood.any() and (~is_ood).any()):
         return
@@ -130,9 +128,7 @@ def _plot_curves(out_dir: Path, split: str, scores: Mapping[str, np.ndarray], is
     for fig, ax, name in ((fig_roc, ax_roc, "roc"), (fig_det, ax_det, "det")):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right" if name == "roc" else "upper right")
-        fig.tight_layout()
-        fig.savefig(out_dir / f"{name}_{split}.png", dpi=120)
-        plt.close(fig)
+        save_figure(fig, out_dir / f"{name}_{split}.png", dpi=120)
 
 
 def _write_eval_text(
