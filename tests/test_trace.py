@@ -88,7 +88,7 @@ def test_trace_rows_and_error_rows(experiment, monkeypatch, tmp_path) -> None:
     _, dim = frontend.output_shape(n)
     model = StandIn(dim).eval()
     ckpt = {"label_map": LabelMap(KNOWN).to_dict(), "input_dim": dim}
-    monkeypatch.setattr(trace, "_load_model", lambda path, device: (model, ckpt))
+    monkeypatch.setattr(trace, "load_model", lambda path, device: (model, ckpt))
 
     clips = tmp_path / "clips"
     _write_wave(clips / "one.wav", 1.7, 220)

@@ -25,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from sourcetracing.config import Config, ConfigError, load_config, resolve_device
+from sourcetracing.training.checkpoint import best_checkpoint, load_model
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
@@ -92,13 +93,6 @@ def load_ood(exp: Path, scorer_name: str | None):
     return name, Scorer.load(state), float(info["scorers"][name]["threshold"])
 
 
-def _load_model(path: Path, device: torch.device):
-    """The trained model (eval mode) and its checkpoint dict."""
-    from sourcetracing.training.checkpoint import load_model
-
-    return load_model(path, device)
-
-
 def store_like_features(frontend, waves: np.ndarray, device: torch.device) -> torch.Tensor:
     """Front-end features of ``[B, samples]`` waves as the store holds them (clamped, through float16)."""
     with torch.no_grad():
@@ -122,11 +116,11 @@ def trace_files(
     exp = Path(exp)
     cfg = load_experiment_config(exp)
     name, scorer, threshold = load_ood(exp, scorer_name)
-    ckpt_path = exp / "trained_models" / "best.pt"
+    ckpt_path = best_checkpoint(exp)
     if not ckpt_path.is_file():
         raise TraceError(f"{ckpt_path} not found: train the model first (python train_refd.py --config ...)")
     dev = resolve_device(device or cfg.device)
-    model, ckpt = _load_model(ckpt_path, dev)
+    model, ckpt = load_model(ckpt_path, dev)
     classes = LabelMap.from_dict(ckpt["label_map"]).known
     k = max(1, min(int(top_k or cfg.trace.top_k), len(classes)))
     # The checkpoint's feature-store settings are what the model was trained on; the config is the fallback.

@@ -117,14 +117,10 @@ def refd_embeddings(cfg: Config, checkpoint: Path | None, device) -> tuple[dict,
     """``split -> (embeddings, rows, logits)``: the AASIST penultimate layer on the clean store rows."""
     from sourcetracing.features.store import FeatureStore
     from sourcetracing.ood.embeddings import model_outputs
-    from sourcetracing.training.checkpoint import load_model
+    from sourcetracing.training.checkpoint import best_checkpoint, load_experiment_model
 
-    checkpoint = checkpoint or Path(cfg.exp_dir) / "trained_models" / "best.pt"
-    try:
-        expected = LabelMap.read(cfg.exp_dir)
-    except ProtocolError:
-        expected = None
-    model, ckpt = load_model(checkpoint, device, expected_label_map=expected)
+    checkpoint = checkpoint or best_checkpoint(cfg.exp_dir)
+    model, ckpt = load_experiment_model(cfg.exp_dir, device, checkpoint)
     store = FeatureStore.for_config(cfg)
     out = {}
     for split in sorted(
@@ -135,7 +131,7 @@ def refd_embeddings(cfg: Config, checkpoint: Path | None, device) -> tuple[dict,
             continue
         logits, emb = model_outputs(model, store, rows, device, cfg.ood.batch_size, desc=split)
         out[split] = (emb, rows, logits)
-    label_map = expected or LabelMap.from_dict(ckpt["label_map"])
+    label_map = _exp_label_map(cfg, ckpt["label_map"])
     return out, label_map, {"checkpoint": str(checkpoint), "epoch": ckpt.get("epoch")}
 
 
@@ -243,11 +239,9 @@ def plot_map(
     title: str | None = None,
 ) -> Path:
     """Draw the 2-D map as a PNG; subsamples to ``max_points`` (seeded)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
+
+    from sourcetracing.plots import plt, save_figure
 
     rng = np.random.default_rng(seed)
     if len(emb) > max_points:
@@ -310,11 +304,7 @@ def plot_map(
     ax.set_title(title or f"embeddings ({used}, {len(emb)} points)")
     ax.set_xticks([])
     ax.set_yticks([])
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def plot_main(argv: list[str] | None = None) -> int:

@@ -29,10 +29,6 @@ from sourcetracing.ood.scorers import SCORERS, build_scorer, scorer_options
 FRAME_COLUMNS = ["clip_id", "model_name", "label", "known", "language", "language_seen", "cell"]
 
 
-def default_checkpoint(cfg: Config) -> Path:
-    return Path(cfg.exp_dir) / "trained_models" / "best.pt"
-
-
 def parse_scorers(text: str | None, cfg: Config) -> list[str]:
     names = [s.strip() for s in text.split(",") if s.strip()] if text else list(cfg.ood.scorers)
     unknown = [n for n in names if n not in SCORERS]
@@ -43,20 +39,13 @@ def parse_scorers(text: str | None, cfg: Config) -> list[str]:
     return names
 
 
-def load_trained(cfg: Config, checkpoint: Path, device):
+def load_trained(cfg: Config, checkpoint: Path | None, device):
     """The trained model and its checkpoint, checked against the experiment's label map."""
-    if not checkpoint.is_file():
-        raise SystemExit(
-            f"error: checkpoint not found: {checkpoint}: train first (python train_refd.py --config ...)"
-        )
-    from sourcetracing.training.checkpoint import load_model
+    from sourcetracing.training.checkpoint import load_experiment_model
 
-    expected = None
-    if (Path(cfg.exp_dir) / "label_map.csv").is_file():
-        expected = LabelMap.read(cfg.exp_dir)
     try:
-        return load_model(checkpoint, device, expected_label_map=expected)
-    except ProtocolError as err:
+        return load_experiment_model(cfg.exp_dir, device, checkpoint)
+    except (FileNotFoundError, ProtocolError) as err:
         raise SystemExit(f"error: {err}") from None
 
 
@@ -104,7 +93,7 @@ def run_ood(
         store = FeatureStore.for_config(cfg)
     except MissingFeaturesError as err:
         raise SystemExit(f"error: {err}") from None
-    model, ckpt = load_trained(cfg, checkpoint or default_checkpoint(cfg), device)
+    model, ckpt = load_trained(cfg, checkpoint, device)
     class_names = LabelMap.from_dict(ckpt["label_map"]).known
     in_dim = ckpt.get("input_dim")
     if in_dim is not None and int(in_dim) != int(store.frame_shape[1]):

@@ -118,6 +118,15 @@ def save_checkpoint(
     return path
 
 
+def models_dir(exp_dir: str | Path) -> Path:
+    """``<exp_dir>/trained_models``: the AASIST checkpoints, ``metrics.csv`` and curves."""
+    return Path(exp_dir) / "trained_models"
+
+
+def best_checkpoint(exp_dir: str | Path) -> Path:
+    return models_dir(exp_dir) / "best.pt"
+
+
 def read_checkpoint(path: str | Path) -> dict:
     """``torch.load(path, weights_only=True)`` on the CPU, with a hint when the file is missing."""
     path = Path(path)
@@ -143,3 +152,12 @@ def load_model(
     model.load_state_dict(ckpt["model_state"])
     model.to(device).eval()
     return model, ckpt
+
+
+def load_experiment_model(
+    exp_dir: str | Path, device: torch.device | str = "cpu", checkpoint: str | Path | None = None
+) -> tuple[nn.Module, dict]:
+    """``best.pt`` (or ``checkpoint``), checked against the experiment's ``label_map.csv`` when it exists."""
+    exp_dir = Path(exp_dir)
+    expected = LabelMap.read(exp_dir) if (exp_dir / "label_map.csv").is_file() else None
+    return load_model(checkpoint or best_checkpoint(exp_dir), device, expected_label_map=expected)

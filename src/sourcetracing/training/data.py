@@ -97,6 +97,7 @@ def predict(
     device: torch.device,
     batch_size: int = 256,
     progress: bool = False,
+    desc: str = "predict",
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(logits [n, K], embeddings [n, E])`` for the rows, in their order (eval mode, no padding rows)."""
     from tqdm import tqdm
@@ -106,10 +107,10 @@ def predict(
         BatchedFeatureDataset(store, rows), batch_size=batch_size, shuffle=False, collate_fn=collate_batch
     )
     logits, embs = [], []
-    for x, _, _ in tqdm(loader, desc="predict", disable=not progress, leave=False):
+    for x, _, _ in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
         out, emb = model(x.to(device))
         logits.append(out.float().cpu().numpy())
-        embs.append(emb.float().cpu().numpy())
+        embs.append(emb.float().reshape(len(x), -1).cpu().numpy())
     if not logits:
         return np.zeros((0, 0), dtype=np.float32), np.zeros((0, 0), dtype=np.float32)
     return np.concatenate(logits), np.concatenate(embs)

@@ -17,7 +17,7 @@ from sourcetracing.config import Config, ConfigError, add_config_args, config_fr
 from sourcetracing.data.protocols import ProtocolError
 from sourcetracing.features.store import FeatureStore, MissingFeaturesError
 from sourcetracing.metrics import write_classification_outputs, write_metrics_json
-from sourcetracing.training.checkpoint import load_model
+from sourcetracing.training.checkpoint import best_checkpoint, load_model
 from sourcetracing.training.data import experiment_label_map, known_rows, predict
 
 
@@ -28,7 +28,7 @@ def evaluate_known(
     device = resolve_device(cfg.device)
     store = FeatureStore.for_config(cfg)
     label_map = experiment_label_map(cfg, store)
-    checkpoint = Path(checkpoint) if checkpoint else Path(cfg.exp_dir) / "trained_models" / "best.pt"
+    checkpoint = Path(checkpoint) if checkpoint else best_checkpoint(cfg.exp_dir)
     model, ckpt = load_model(checkpoint, device, expected_label_map=label_map)
     out = Path(cfg.exp_dir) / "results"
     results: dict[str, dict] = {}

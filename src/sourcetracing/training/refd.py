@@ -43,6 +43,7 @@ from sourcetracing.features.store import FeatureStore, MissingFeaturesError
 from sourcetracing.metrics import classification_metrics
 from sourcetracing.training.checkpoint import (
     build_model,
+    models_dir,
     plain,
     read_checkpoint,
     rng_state,
@@ -120,7 +121,7 @@ class Trainer:
         self.cfg = cfg
         self.info = info
         self.device = device
-        self.out = Path(cfg.exp_dir) / "trained_models"
+        self.out = models_dir(cfg.exp_dir)
         tcfg = cfg.train
         if tcfg.select_by not in SELECT_MODES:
             raise TrainingError(
