@@ -25,9 +25,9 @@ import torch
 from tqdm import tqdm
 
 from sourcetracing.config import Config, ConfigError, load_config, resolve_device
+from sourcetracing.features.store import to_store_dtype
 from sourcetracing.training.checkpoint import best_checkpoint, load_model
 
-FLOAT16_MAX = float(np.finfo(np.float16).max)
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
 RESULT_COLUMNS = [
     "path",
@@ -97,7 +97,7 @@ def store_like_features(frontend, waves: np.ndarray, device: torch.device) -> to
     """Front-end features of ``[B, samples]`` waves as the store holds them (clamped, through float16)."""
     with torch.no_grad():
         feats = frontend(torch.from_numpy(np.ascontiguousarray(waves, dtype=np.float32)).to(device))
-    return feats.clamp(-FLOAT16_MAX, FLOAT16_MAX).to(torch.float16).to(torch.float32)
+    return to_store_dtype(feats).to(torch.float32)
 
 
 def trace_files(

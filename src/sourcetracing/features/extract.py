@@ -36,6 +36,7 @@ from sourcetracing.features.store import (
     shard_complete,
     store_dir,
     store_settings,
+    to_store_dtype,
     write_shard,
 )
 
@@ -43,7 +44,6 @@ log = logging.getLogger(__name__)
 
 # the index columns that come from the protocol (version, shard and row are added per stored row)
 ROW_COLUMNS = [c for c in INDEX_COLUMNS if c not in ("version", "shard", "row")]
-FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
 class ExtractionError(RuntimeError):
@@ -153,7 +153,7 @@ def _run_frontend(frontend: FrontEnd, state: _ShardState, batch_size: int, final
     n_full = len(waves) if final else (len(waves) // batch_size) * batch_size
     for start in range(0, n_full, batch_size):
         feats = frontend(torch.from_numpy(waves[start : min(start + batch_size, n_full)]))
-        feats = feats.clamp(-FLOAT16_MAX, FLOAT16_MAX).to("cpu", torch.float16).numpy()
+        feats = to_store_dtype(feats).cpu().numpy()
         state.features.append(feats)
     state.pending = [waves[n_full:]] if n_full < len(waves) else []
 

@@ -42,6 +42,16 @@ INDEX_COLUMNS = [
 SKIPPED_COLUMNS = ["split", "clip_id", "path", "reason"]
 
 
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+def to_store_dtype(features):
+    """Front-end output as the store holds it: clamped to the float16 range, then float16 (torch tensor)."""
+    import torch
+
+    return features.clamp(-FLOAT16_MAX, FLOAT16_MAX).to(torch.float16)
+
+
 class MissingFeaturesError(FileNotFoundError):
     """The feature store an experiment needs has not been built yet."""
 
