@@ -109,7 +109,7 @@ def trace_files(
     batch_size: int = 16,
 ) -> pd.DataFrame:
     """Trace ``files`` (already expanded) with the experiment in ``exp``; one result row per file."""
-    from sourcetracing.data.audio import crop_or_pad, load_audio
+    from sourcetracing.data.audio import clip_samples, crop_or_pad, load_audio
     from sourcetracing.data.protocols import LabelMap
     from sourcetracing.features.frontends import build_frontend, frontend_settings
 
@@ -132,7 +132,7 @@ def trace_files(
             f"{exp}/config.yaml's; using the checkpoint's"
         )
     sr = int(store_meta.get("sample_rate", cfg.data.sample_rate))
-    num_samples = int(store_meta.get("num_samples", round(cfg.data.max_len_s * sr)))
+    num_samples = int(store_meta.get("num_samples", clip_samples(cfg)))
     frontend = build_frontend(frontend_cfg, dev, sample_rate=sr)
 
     rows: list[dict] = []

@@ -107,6 +107,11 @@ def load_audio(
     return wave
 
 
+def clip_samples(cfg) -> int:
+    """The crop length in samples: ``data.max_len_s`` at ``data.sample_rate``."""
+    return int(round(float(cfg.data.max_len_s) * int(cfg.data.sample_rate)))
+
+
 def crop_or_pad(wave: np.ndarray, num_samples: int, rng: np.random.Generator | None = None) -> np.ndarray:
     """Exactly ``num_samples`` samples: a crop (random with ``rng``, else from the start) or wrap padding.
 

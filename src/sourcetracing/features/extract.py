@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from sourcetracing.config import Config, config_hash, resolve_device
-from sourcetracing.data.audio import AudioError, crop_or_pad, load_audio
+from sourcetracing.data.audio import AudioError, clip_samples, crop_or_pad, load_audio
 from sourcetracing.data.augment import VERSION_IDS, Augmenter, crop_rng
 from sourcetracing.data.protocols import prepare_splits
 from sourcetracing.distributed import DistInfo, barrier, init_distributed, rank_device
@@ -186,7 +186,7 @@ def _extract_shards(
 ) -> None:
     """Compute and write the given shards (all of them missing) on this rank."""
     sample_rate = int(cfg.data.sample_rate)
-    num_samples = int(round(float(cfg.data.max_len_s) * sample_rate))
+    num_samples = clip_samples(cfg)
     frontend = build_frontend(cfg.frontend, device, sample_rate=sample_rate)
     shape = frontend.output_shape(num_samples)
     root = Path(cfg.data.root)
@@ -297,7 +297,7 @@ def _finalize(cfg: Config, plans: list[ShardPlan], directory: Path, splits: dict
         "config_hash": config_hash(settings),
         "settings": settings,
         "sample_rate": int(cfg.data.sample_rate),
-        "num_samples": int(round(float(cfg.data.max_len_s) * int(cfg.data.sample_rate))),
+        "num_samples": clip_samples(cfg),
         "versions": {split: split_versions(cfg, split) for split in splits},
         "counts": counts,
     }

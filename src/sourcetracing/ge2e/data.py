@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from sourcetracing.config import Config
+from sourcetracing.data.audio import clip_samples
 from sourcetracing.data.protocols import LabelMap, ProtocolError
 from sourcetracing.features.store import FeatureDataset, FeatureStore, MissingFeaturesError
 
@@ -166,7 +167,7 @@ def build_source(cfg: Config) -> ClipSource:
         audio = {
             "root": cfg.data.root,
             "sample_rate": cfg.data.sample_rate,
-            "num_samples": int(round(cfg.data.max_len_s * cfg.data.sample_rate)),
+            "num_samples": clip_samples(cfg),
         }
         return ClipSource("audio", label_map, frames["train"], frames, audio=audio)
     raise ValueError(f"unknown ge2e.encoder {cfg.ge2e.encoder!r}; choose 'features' or 'hf_ssl'")
