@@ -13,10 +13,10 @@ import importlib
 import sys
 
 BENCHMARKS = {
-    "extract": "sourcetracing.bench.extract",
-    "ood": "sourcetracing.bench.ood",
-    "train-io": "sourcetracing.bench.train_io",
-    "ge2e-loss": "sourcetracing.bench.ge2e_loss",
+    "extract": "sourcetracing_tools.bench.extract",
+    "ood": "sourcetracing_tools.bench.ood",
+    "train-io": "sourcetracing_tools.bench.train_io",
+    "ge2e-loss": "sourcetracing_tools.bench.ge2e_loss",
 }
 
 

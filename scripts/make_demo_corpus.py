@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sourcetracing.demo.corpus import SIZES, CorpusError, build_corpus
-from sourcetracing.demo.engines import ENGINE_GROUPS, ENGINES
+from sourcetracing_tools.demo.corpus import SIZES, CorpusError, build_corpus
+from sourcetracing_tools.demo.engines import ENGINE_GROUPS, ENGINES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

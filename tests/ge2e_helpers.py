@@ -11,7 +11,7 @@ import yaml
 from sourcetracing.config import load_config
 from sourcetracing.data.protocols import LabelMap
 from sourcetracing.features.store import finalize_store, store_dir, write_shard
-from sourcetracing.training.toy import toy_index_row
+from toy_store import toy_index_row
 
 KNOWN = ["sys_a", "sys_b", "sys_c", "sys_d"]
 UNSEEN = ["sys_x", "sys_y", "sys_z"]

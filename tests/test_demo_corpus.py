@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sourcetracing.demo import corpus, engines
-from sourcetracing.demo.corpus import PLAN, SIZES, SPLITS, build_corpus
+from sourcetracing_tools.demo import corpus, engines
+from sourcetracing_tools.demo.corpus import PLAN, SIZES, SPLITS, build_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 PIP_SYSTEMS = [s for s in PLAN if s.engine in engines.ENGINE_GROUPS["pip"]]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from sourcetracing import download as dl
+from sourcetracing_tools import download as dl
 
 REPO = Path(__file__).resolve().parents[1]
 HAVE_SPLIT_TOOLS = shutil.which("zip") is not None and dl.find_7z() is not None

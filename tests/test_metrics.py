@@ -16,7 +16,7 @@ import yaml
 from sourcetracing.config import load_config
 from sourcetracing.metrics import classification_metrics, write_classification_outputs
 from sourcetracing.training import evaluate, refd
-from sourcetracing.training.toy import make_toy_store
+from toy_store import make_toy_store
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,7 +18,7 @@ from sourcetracing.config import load_config
 from sourcetracing.data.protocols import LabelMap, ProtocolError
 from sourcetracing.training import refd
 from sourcetracing.training.checkpoint import load_model
-from sourcetracing.training.toy import make_toy_store
+from toy_store import make_toy_store
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = [

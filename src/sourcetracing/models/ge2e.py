@@ -10,7 +10,7 @@ The loss takes a batch of ``N`` systems x ``M`` clips embeddings ``e[j, i]`` and
   ``1 - sigmoid(S[j,i,j]) + max_{k != j} sigmoid(S[j,i,k])``.
 
 Everything is computed for the whole batch at once (no Python loop over systems or clips); the
-loop version of these formulas lives in :mod:`sourcetracing.bench.ge2e_loss` as the reference.
+loop version of these formulas lives in :mod:`sourcetracing_tools.bench.ge2e_loss` as the reference.
 
 Encoders (chosen by ``cfg.ge2e.encoder``):
 

@@ -138,7 +138,7 @@ def _run_child(method: str, args: argparse.Namespace) -> dict:
     cmd = [
         sys.executable,
         "-m",
-        "sourcetracing.bench.ood",
+        "sourcetracing_tools.bench.ood",
         "--child",
         method,
         "--n-train",
