@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from sourcetracing_tools import download as dl
+from sourcetracing_tools.download import archives, checksums, cli, install, resources, transfer
 
 REPO = Path(__file__).resolve().parents[1]
-HAVE_SPLIT_TOOLS = shutil.which("zip") is not None and dl.find_7z() is not None
+HAVE_SPLIT_TOOLS = shutil.which("zip") is not None and archives.find_7z() is not None
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -174,7 +174,7 @@ def mlaad_parts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     return parts
 
 
-def _serve_corpora(srv: FileServer, mlaad: dict[str, bytes] | None) -> dict[str, dl.Resource]:
+def _serve_corpora(srv: FileServer, mlaad: dict[str, bytes] | None) -> dict[str, resources.Resource]:
     """Put the four test corpora on the server; return a registry whose OpenSLR md5s match them."""
     srv.files["mlaad4sourcetracing.zip"] = _zip_bytes(
         {f"mlaad_for_sourcetracing/{split}.csv": PROTOCOL_CSV.encode() for split in ("train", "dev", "eval")}
@@ -183,7 +183,7 @@ def _serve_corpora(srv: FileServer, mlaad: dict[str, bytes] | None) -> dict[str,
     srv.files["rirs_noises.zip"] = _zip_bytes(RIRS_MEMBERS)
     if mlaad:
         srv.files.update({k: v for k, v in mlaad.items() if not k.startswith("__")})
-    registry = dict(dl.REGISTRY)
+    registry = dict(resources.REGISTRY)
     for name, file_name in (("musan", "musan.tar.gz"), ("rirs", "rirs_noises.zip")):
         res = registry[name]
         remote = dataclasses.replace(res.files[0], md5=_md5(srv.files[file_name]))
@@ -195,9 +195,9 @@ def _names() -> str:
     return "mlaad,protocols,musan,rirs" if HAVE_SPLIT_TOOLS else "protocols,musan,rirs"
 
 
-def _main(srv: FileServer, registry: dict[str, dl.Resource], data: Path, *extra: str) -> int:
+def _main(srv: FileServer, registry: dict[str, resources.Resource], data: Path, *extra: str) -> int:
     argv = ["--data-dir", str(data), "--base-url", srv.url, "--no-progress", "--only", _names(), *extra]
-    return dl.main(argv, registry=registry)
+    return cli.main(argv, registry=registry)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -275,12 +275,12 @@ def test_cut_transfer_resumes_with_range(server: FileServer, tmp_path: Path) -> 
     server.files["big.bin"] = payload
     server.cut_after["big.bin"] = [120_000]
     dest = tmp_path / "big.bin"
-    with pytest.raises(dl.DownloadError, match="cut at 120000 of 300000"):
-        dl.fetch(f"{server.url}/big.bin", dest, retries=0, progress=False)
+    with pytest.raises(transfer.DownloadError, match="cut at 120000 of 300000"):
+        transfer.fetch(f"{server.url}/big.bin", dest, retries=0, progress=False)
     part = tmp_path / "big.bin.part"
     assert part.stat().st_size == 120_000 and not dest.exists()
 
-    dl.fetch(f"{server.url}/big.bin", dest, retries=0, progress=False)
+    transfer.fetch(f"{server.url}/big.bin", dest, retries=0, progress=False)
     assert server.gets("big.bin")[-1] == ("big.bin", "bytes=120000-")
     assert dest.read_bytes() == payload
     assert not part.exists()
@@ -291,7 +291,7 @@ def test_cut_transfer_retried_within_one_call(server: FileServer, tmp_path: Path
     server.files["big.bin"] = payload
     server.cut_after["big.bin"] = [50_000, 70_000]
     dest = tmp_path / "big.bin"
-    dl.fetch(f"{server.url}/big.bin", dest, retries=3, backoff_s=0, progress=False)
+    transfer.fetch(f"{server.url}/big.bin", dest, retries=3, backoff_s=0, progress=False)
     assert [r for _, r in server.gets("big.bin")] == [None, "bytes=50000-", "bytes=120000-"]
     assert dest.read_bytes() == payload
 
@@ -302,7 +302,7 @@ def test_server_ignoring_range_restarts_from_zero(server: FileServer, tmp_path: 
     server.ignore_range.add("big.bin")
     dest = tmp_path / "big.bin"
     (tmp_path / "big.bin.part").write_bytes(b"x" * 1000)  # stale prefix: appending would corrupt the file
-    dl.fetch(f"{server.url}/big.bin", dest, retries=0, progress=False)
+    transfer.fetch(f"{server.url}/big.bin", dest, retries=0, progress=False)
     assert server.gets("big.bin") == [("big.bin", "bytes=1000-")]
     assert dest.read_bytes() == payload
 
@@ -311,7 +311,7 @@ def test_complete_part_file_is_finished_on_416(server: FileServer, tmp_path: Pat
     payload = os.urandom(10_000)
     server.files["big.bin"] = payload
     (tmp_path / "big.bin.part").write_bytes(payload)
-    dl.fetch(f"{server.url}/big.bin", tmp_path / "big.bin", retries=0, progress=False)
+    transfer.fetch(f"{server.url}/big.bin", tmp_path / "big.bin", retries=0, progress=False)
     assert (tmp_path / "big.bin").read_bytes() == payload
 
 
@@ -332,9 +332,9 @@ def test_corrupted_download_fails_clearly(server: FileServer, tmp_path: Path) ->
     server.corrupt["rirs_noises.zip"] = 99
     good = _md5(server.files["rirs_noises.zip"])
     bad = _md5(bytes([server.files["rirs_noises.zip"][0] ^ 0xFF]) + server.files["rirs_noises.zip"][1:])
-    resource = dl.with_base_url(registry["rirs"], server.url)
-    with pytest.raises(dl.ChecksumError) as info:
-        dl.install_resource(resource, tmp_path / "data", progress=False, retries=0)
+    resource = resources.with_base_url(registry["rirs"], server.url)
+    with pytest.raises(checksums.ChecksumError) as info:
+        install.install_resource(resource, tmp_path / "data", progress=False, retries=0)
     message = str(info.value)
     assert "rirs_noises.zip" in message and good in message and bad in message
     assert len(server.gets("rirs_noises.zip")) == 2
@@ -364,9 +364,9 @@ def test_split_zip_without_7z_names_the_package(
     empty = tmp_path / "empty_bin"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
-    resource = dl.with_base_url(dl.REGISTRY["mlaad"], server.url)
-    with pytest.raises(dl.MissingToolError) as info:
-        dl.install_resource(resource, tmp_path / "data", progress=False)
+    resource = resources.with_base_url(resources.REGISTRY["mlaad"], server.url)
+    with pytest.raises(archives.MissingToolError) as info:
+        install.install_resource(resource, tmp_path / "data", progress=False)
     assert "p7zip-full" in str(info.value) and "7z x" in str(info.value)
     assert (tmp_path / "data/downloads/mlaad_v5.z10").is_file()
     assert not (tmp_path / "data/MLAAD_v5").exists()
@@ -424,8 +424,8 @@ def test_path_traversal_refused(tmp_path: Path, fmt: str, kind: str) -> None:
     archive = tmp_path / f"evil.{'tar.gz' if fmt == 'tar' else 'zip'}"
     member = (_evil_tar if fmt == "tar" else _evil_zip)(archive, kind, outside)
     dest = tmp_path / "a" / "b" / "dest"
-    with pytest.raises(dl.UnsafeArchiveError) as info:
-        dl.extract_archive(archive, dest, fmt, progress=False)
+    with pytest.raises(archives.UnsafeArchiveError) as info:
+        archives.extract_archive(archive, dest, fmt, progress=False)
     assert repr(member) in str(info.value)
     assert list(outside.iterdir()) == []
     assert not (tmp_path / "a" / "evil").exists() and not (tmp_path / "evil").exists()
@@ -443,8 +443,8 @@ def test_chained_symlinks_refused(tmp_path: Path) -> None:
         through = tarfile.TarInfo("b/evil")  # would be written through the escaping chain
         through.size = 4
         tf.addfile(through, io.BytesIO(b"evil"))
-    with pytest.raises(dl.UnsafeArchiveError, match="b/evil"):
-        dl.extract_archive(archive, tmp_path / "dest", "tar", progress=False)
+    with pytest.raises(archives.UnsafeArchiveError, match="b/evil"):
+        archives.extract_archive(archive, tmp_path / "dest", "tar", progress=False)
     assert not (tmp_path / "evil").exists()
 
 
@@ -456,8 +456,8 @@ def test_split_zip_traversal_refused(tmp_path: Path) -> None:
     subprocess.run(["zip", "-q", "-s", "64k", "whole.zip", "--out", "split.zip"], cwd=tmp_path, check=True)
     assert (tmp_path / "split.z01").is_file()
     dest = tmp_path / "x" / "dest"
-    with pytest.raises(dl.UnsafeArchiveError, match="'../evil'"):
-        dl.extract_archive(tmp_path / "split.zip", dest, "split-zip", progress=False)
+    with pytest.raises(archives.UnsafeArchiveError, match="'../evil'"):
+        archives.extract_archive(tmp_path / "split.zip", dest, "split-zip", progress=False)
     assert not (tmp_path / "x" / "evil").exists() and not dest.exists()
 
 
@@ -481,16 +481,16 @@ def test_broken_archive_is_reported(
 
 
 def test_http_and_network_errors_are_clear(server: FileServer, tmp_path: Path) -> None:
-    with pytest.raises(dl.DownloadError, match=r"HTTP 404 .*127\.0\.0\.1.*/missing\.bin"):
-        dl.fetch(f"{server.url}/missing.bin", tmp_path / "missing.bin", retries=0, progress=False)
+    with pytest.raises(transfer.DownloadError, match=r"HTTP 404 .*127\.0\.0\.1.*/missing\.bin"):
+        transfer.fetch(f"{server.url}/missing.bin", tmp_path / "missing.bin", retries=0, progress=False)
     closed = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
     port = closed.server_address[1]
     closed.server_close()
-    with pytest.raises(dl.DownloadError, match="network error"):
-        dl.fetch(f"http://127.0.0.1:{port}/x", tmp_path / "x", retries=1, backoff_s=0, progress=False)
+    with pytest.raises(transfer.DownloadError, match="network error"):
+        transfer.fetch(f"http://127.0.0.1:{port}/x", tmp_path / "x", retries=1, backoff_s=0, progress=False)
     # A dead mirror is skipped for the next one.
     server.files["ok.bin"] = b"hello"
-    dl.fetch_any(
+    transfer.fetch_any(
         [f"{server.url}/nope/ok.bin", f"{server.url}/ok.bin"], tmp_path / "ok.bin", retries=0, progress=False
     )
     assert (tmp_path / "ok.bin").read_bytes() == b"hello"
@@ -498,24 +498,24 @@ def test_http_and_network_errors_are_clear(server: FileServer, tmp_path: Path) -
 
 def test_not_enough_disk_space(server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     server.files["big.bin"] = b"x" * 1000
-    monkeypatch.setattr(dl.shutil, "disk_usage", lambda _p: shutil._ntuple_diskusage(10, 10, 10))  # type: ignore[attr-defined]
-    with pytest.raises(dl.NoSpaceError, match="not enough disk space"):
-        dl.fetch(f"{server.url}/big.bin", tmp_path / "big.bin", retries=0, progress=False)
+    monkeypatch.setattr(transfer.shutil, "disk_usage", lambda _p: shutil._ntuple_diskusage(10, 10, 10))  # type: ignore[attr-defined]
+    with pytest.raises(transfer.NoSpaceError, match="not enough disk space"):
+        transfer.fetch(f"{server.url}/big.bin", tmp_path / "big.bin", retries=0, progress=False)
 
 
 def test_base_url_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SOURCETRACING_BASE_URL", "http://env-all")
     monkeypatch.setenv("SOURCETRACING_MUSAN_URL", "http://env-musan")
-    urls = dl._base_urls([], dl.REGISTRY)
+    urls = resources.resolve_base_urls([], resources.REGISTRY)
     assert urls["musan"] == "http://env-musan" and urls["rirs"] == "http://env-all"
-    urls = dl._base_urls(["http://cli-all", "rirs=http://cli-rirs"], dl.REGISTRY)
+    urls = resources.resolve_base_urls(["http://cli-all", "rirs=http://cli-rirs"], resources.REGISTRY)
     assert urls == {
         "mlaad": "http://cli-all",
         "protocols": "http://cli-all",
         "musan": "http://cli-all",
         "rirs": "http://cli-rirs",
     }
-    res = dl.with_base_url(dl.REGISTRY["mlaad"], "http://h/x/")
+    res = resources.with_base_url(resources.REGISTRY["mlaad"], "http://h/x/")
     assert res.files[0].urls == ("http://h/x/mlaad_v5.z01",)
 
 
@@ -525,7 +525,7 @@ def test_parse_checksum_file() -> None:
         + "0" * 32
         + "\n"
     )
-    assert dl.parse_checksum_file(text) == {
+    assert checksums.parse_checksum_file(text) == {
         "mlaad_v5.z01": "d41d8cd98f00b204e9800998ecf8427e",
         "mlaad_v5.zip": "0" * 32,
     }
