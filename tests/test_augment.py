@@ -1,4 +1,5 @@
-"""Augmentation: every version from the clean clip, the right MUSAN folder, SNR within range, seeding."""
+"""Augmentation: every version from the clean clip, the right MUSAN folder, SNR within range, seeding,
+babble speakers at their own SNRs, and the codec version."""
 
 from __future__ import annotations
 
@@ -11,7 +12,16 @@ from scipy.signal import fftconvolve
 
 from sourcetracing.config import load_config
 from sourcetracing.data.audio import load_audio
-from sourcetracing.data.augment import Augmenter, AugmentError, list_audio_files, version_rng
+from sourcetracing.data.augment import (
+    VERSION_IDS,
+    Augmenter,
+    AugmentError,
+    list_audio_files,
+    mix_at_snr,
+    snr_db,
+    version_rng,
+)
+from sourcetracing.data.check import augmentation_problems
 
 SR = 16000
 MARKERS = {"noise": 500.0, "music": 1500.0, "speech": 3000.0}  # one pure tone per MUSAN category
@@ -65,23 +75,55 @@ def test_each_category_draws_from_its_own_folder(augmenter, version):
         assert abs(_peak_hz(out - clean) - MARKERS[version]) < 2.0
 
 
-@pytest.mark.parametrize(
-    "version,key", [("noise", "snr_noise"), ("music", "snr_music"), ("speech", "snr_speech")]
-)
+@pytest.mark.parametrize("version,key", [("noise", "snr_noise"), ("music", "snr_music")])
 def test_measured_snr_within_configured_range(augmenter, version, key):
     lo, hi = load_config(None)["augment"][key]
     clean = _clean(1)
     snrs = []
     for i in range(12):
         out, info = augmenter.apply(clean, version, version_rng(0, f"clip{i}.wav", version))
-        added = out.astype(np.float64) - clean
-        measured = 10 * np.log10(np.mean(clean.astype(np.float64) ** 2) / np.mean(added**2))
+        measured = snr_db(clean, out.astype(np.float64) - clean)
         assert lo - 1e-3 <= measured <= hi + 1e-3
         assert measured == pytest.approx(info["snr_db"], abs=1e-3)
+        assert len(info["files"]) == 1
         snrs.append(measured)
-        if version == "speech":
-            assert 3 <= len(info["files"]) <= 8  # babble speakers
     assert max(snrs) - min(snrs) > 0.2 * (hi - lo)  # drawn, not constant
+
+
+def test_babble_speakers_each_at_their_own_snr(augmenter):
+    """Each babble speaker is scaled to its own SNR (drawn from the speech range) against the clean clip."""
+    lo, hi = load_config(None)["augment"]["snr_speech"]
+    clean = _clean(1)
+    counts = set()
+    for i in range(8):
+        out, added, info = augmenter.additive_parts(clean, "speech", version_rng(0, f"clip{i}.wav", "speech"))
+        applied, applied_info = augmenter.apply(clean, "speech", version_rng(0, f"clip{i}.wav", "speech"))
+        np.testing.assert_array_equal(out, applied)  # apply adds exactly these sources
+        assert applied_info == info
+        assert 3 <= len(added) == len(info["files"]) == len(info["speaker_snr_db"]) <= 8
+        counts.add(len(added))
+        np.testing.assert_allclose(out, clean + np.sum(added, axis=0), atol=1e-6)
+        p_clean = np.mean(clean.astype(np.float64) ** 2)
+        for source, target in zip(added, info["speaker_snr_db"], strict=True):
+            measured = 10 * np.log10(p_clean / np.mean(source.astype(np.float64) ** 2))
+            assert measured == pytest.approx(target, abs=1e-3)
+            assert lo - 1e-3 <= measured <= hi + 1e-3
+        assert min(np.diff(sorted(info["speaker_snr_db"]))) > 1e-6  # each drew its own SNR
+        assert info["snr_db"] == pytest.approx(snr_db(clean, out.astype(np.float64) - clean), abs=1e-3)
+    assert len(counts) > 1  # the speaker count is drawn too
+
+
+def test_mix_at_snr_scales_each_source_to_its_own_snr():
+    rng = np.random.default_rng(5)
+    clean = rng.standard_normal(4000).astype(np.float32)
+    sources = [rng.uniform(0.01, 3.0) * rng.standard_normal(4000) for _ in range(4)]
+    targets = [0.0, 7.5, 13.0, 20.0]
+    mixture, scaled = mix_at_snr(clean, sources, targets)
+    for source, target in zip(scaled, targets, strict=True):
+        assert snr_db(clean, source) == pytest.approx(target, abs=1e-4)
+    np.testing.assert_allclose(mixture, clean + np.sum(scaled, axis=0), atol=1e-5)
+    with pytest.raises(AugmentError, match="2 sources but 1 SNRs"):
+        mix_at_snr(clean, sources[:2], [3.0])
 
 
 def test_reverb_is_the_rir_convolution_of_the_clean_clip(augmenter):
@@ -133,3 +175,46 @@ def test_missing_corpus_is_a_clear_error(tmp_path):
         aug.apply(_clean(), "reverb", version_rng(0, "a", "reverb"))
     with pytest.raises(AugmentError, match="unknown augmentation"):
         aug.apply(_clean(), "chorus", np.random.default_rng(0))
+
+
+def test_codec_version_is_seeded_per_clip(augmenter):
+    clean = _clean(5)
+    draws = []
+    for i in range(12):
+        out, info = augmenter.apply(clean, "codec", version_rng(0, f"clip{i}.wav", "codec"))
+        again, info_again = augmenter.apply(clean, "codec", version_rng(0, f"clip{i}.wav", "codec"))
+        np.testing.assert_array_equal(out, again)
+        assert info == info_again
+        assert len(out) == len(clean) and out.dtype == np.float32
+        assert snr_db(clean, out - clean) < 45.0  # really coded
+        assert info["codec"] in ("mp3", "opus", "vorbis")
+        draws.append(tuple(sorted(info.items())))
+    assert len({d[0] for d in draws}) > 1 and len(set(draws)) > 3  # codecs and settings vary by clip
+    # the codec version needs no corpus
+    bare = Augmenter(musan="/nonexistent", rirs="/nonexistent")
+    out_bare, _ = bare.apply(clean, "codec", version_rng(0, "clip0.wav", "codec"))
+    out_full, _ = augmenter.apply(clean, "codec", version_rng(0, "clip0.wav", "codec"))
+    np.testing.assert_array_equal(out_bare, out_full)
+
+
+def test_codec_choices_are_respected():
+    aug = Augmenter(musan="", rirs="", codec_choices={"mp3": {"bitrate_kbps": [32]}})
+    for i in range(3):
+        _, info = aug.apply(_clean(), "codec", version_rng(0, f"c{i}", "codec"))
+        assert info == {"codec": "mp3", "bitrate_kbps": 32}
+    with pytest.raises(AugmentError, match="at least one codec"):
+        Augmenter(musan="", rirs="", codec_choices={}).apply(_clean(), "codec", np.random.default_rng(0))
+
+
+def test_version_ids_are_stable():
+    assert VERSION_IDS == {"original": 0, "reverb": 1, "noise": 2, "music": 3, "speech": 4, "codec": 5}
+
+
+def test_check_accepts_the_codec_version_without_corpora(tmp_path):
+    missing = [f"augment.musan={tmp_path / 'no-musan'}", f"augment.rirs={tmp_path / 'no-rirs'}"]
+    cfg = load_config(None, [*missing, "augment.versions=[original, codec]"])
+    assert augmentation_problems(cfg) == []
+    cfg = load_config(None, [*missing, "augment.versions=[original, codec, chorus, noise]"])
+    problems = augmentation_problems(cfg)
+    assert any("needs audio files" in p and "no-musan" in p for p in problems)
+    assert any("unknown augmentation version(s) ['chorus']" in p and "codec" in p for p in problems)

@@ -1,4 +1,4 @@
-"""Data augmentation: reverberation (RIRS_NOISES) and additive noise, music and babble (MUSAN).
+"""Data augmentation: reverberation (RIRS_NOISES), additive noise, music and babble (MUSAN), codecs.
 
 Every version is made from the *clean* clip (the original baseline chained them, and added MUSAN
 speech for "music" and "noise"). Randomness is seeded per clip and version, so a rerun
@@ -8,12 +8,18 @@ reproduces the same feature store::
     rng = version_rng(cfg.seed, clip_id, "noise")
     noisy, info = aug.apply(clean, "noise", rng)   # info: the file(s), offsets and SNR used
 
+Babble ("speech") sums 3-8 MUSAN speech segments, each at its own SNR drawn from the speech range
+relative to the clean clip (the recipe the original followed); noise and music add one segment at
+one SNR. "codec" encodes and decodes the clip with a random codec and setting (``codec_choices``,
+through ``sourcetracing.data.transforms``); it needs no corpus.
+
 Layouts read: ``<musan>/{noise,music,speech}/**/*.wav`` and ``<rirs>/simulated_rirs/**/*.wav``.
 """
 
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -24,11 +30,18 @@ from scipy.signal import fftconvolve
 from sourcetracing.data.audio import AudioError, audio_info, crop_or_pad, load_audio
 
 # Stable stream ids: the random draws of a version do not depend on the order of the version list.
-VERSION_IDS = {"original": 0, "reverb": 1, "noise": 2, "music": 3, "speech": 4}
+# Append new versions with a new id; never renumber (stored features would silently change).
+VERSION_IDS = {"original": 0, "reverb": 1, "noise": 2, "music": 3, "speech": 4, "codec": 5}
 MUSAN_VERSIONS = ("noise", "music", "speech")
 AUDIO_SUFFIXES = (".wav", ".flac")
 CROP_STREAM = 100  # stream id of the crop draw
 MAX_TRIES = 10  # unusable (silent, unreadable) noise files are redrawn this many times
+# The "codec" version: a codec drawn uniformly, then each of its settings drawn from its list.
+DEFAULT_CODEC_CHOICES: dict[str, dict[str, tuple[float, ...]]] = {
+    "mp3": {"bitrate_kbps": (24, 32, 48, 64, 96, 128)},
+    "opus": {"bitrate_kbps": (8, 12, 16, 24, 32, 48)},
+    "vorbis": {"quality": (0, 2, 4, 6)},
+}
 
 
 class AugmentError(RuntimeError):
@@ -81,6 +94,39 @@ def snr_scale(clean: np.ndarray, noise: np.ndarray, snr_db: float) -> float:
     return float(np.sqrt(p_clean / (p_noise * 10.0 ** (snr_db / 10.0))))
 
 
+def snr_db(clean: np.ndarray, added: np.ndarray) -> float:
+    """The SNR of ``clean`` over ``added`` in dB (``inf`` when nothing was added)."""
+    p_clean = float(np.mean(np.square(clean, dtype=np.float64)))
+    p_added = float(np.mean(np.square(added, dtype=np.float64)))
+    return float("inf") if p_added <= 0.0 else float(10.0 * np.log10(p_clean / p_added))
+
+
+def mix_at_snr(
+    clean: np.ndarray, sources: Sequence[np.ndarray], snrs_db: Sequence[float]
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """``clean`` plus every source scaled to its own SNR relative to ``clean``.
+
+    Returns the float32 mixture and the scaled sources (what was added, one per source).
+
+    >>> import numpy as np
+    >>> x = np.ones(8, dtype=np.float32)
+    >>> mix, added = mix_at_snr(x, [np.full(8, 3.0), np.full(8, -1.0)], [0.0, 20.0])
+    >>> [round(snr_db(x, a), 6) for a in added], mix.tolist() == (x + added[0] + added[1]).tolist()
+    ([0.0, 20.0], True)
+    """
+    if len(sources) != len(snrs_db):
+        raise AugmentError(f"{len(sources)} sources but {len(snrs_db)} SNRs")
+    clean = np.asarray(clean, dtype=np.float32)
+    scaled = [
+        (np.float32(snr_scale(clean, source, snr)) * np.asarray(source, dtype=np.float32)).astype(np.float32)
+        for source, snr in zip(sources, snrs_db, strict=True)
+    ]
+    mixture = clean.copy()
+    for source in scaled:
+        mixture += source
+    return mixture, scaled
+
+
 @dataclass
 class Augmenter:
     """Makes the augmented versions of a clean clip; the file lists are read lazily and cached."""
@@ -92,6 +138,9 @@ class Augmenter:
     )
     babble_speakers: tuple[int, int] = (3, 8)
     sample_rate: int = 16000
+    codec_choices: Mapping[str, Mapping[str, Sequence[float]]] = field(
+        default_factory=lambda: DEFAULT_CODEC_CHOICES
+    )
 
     @classmethod
     def from_config(cls, cfg) -> Augmenter:
@@ -127,7 +176,10 @@ class Augmenter:
         if version == "reverb":
             return self._reverb(clean, rng)
         if version in MUSAN_VERSIONS:
-            return self._additive(clean, version, rng)
+            out, _, info = self.additive_parts(clean, version, rng)
+            return out, info
+        if version == "codec":
+            return self._codec(clean, rng)
         raise AugmentError(f"unknown augmentation version '{version}'; known: {', '.join(VERSION_IDS)}")
 
     def make_versions(
@@ -136,16 +188,20 @@ class Augmenter:
         """All requested versions of one clip, each from the clean clip with its own seeded generator."""
         return [self.apply(clean, v, version_rng(seed, clip_id, v))[0] for v in versions]
 
-    def _reverb(self, clean: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    def draw_rir(self, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+        """A random readable RIR from ``<rirs>/simulated_rirs/`` and its path."""
         files = self.files("reverb")
         for _ in range(MAX_TRIES):
             path = files[int(rng.integers(len(files)))]
             try:
-                rir = load_audio(path, self.sample_rate)
+                return load_audio(path, self.sample_rate), path
             except AudioError:
                 continue
-            return reverberate(clean, rir), {"files": [path]}
         raise AugmentError(f"no usable RIR found after {MAX_TRIES} draws under {self.rirs}")
+
+    def _reverb(self, clean: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+        rir, path = self.draw_rir(rng)
+        return reverberate(clean, rir), {"files": [path]}
 
     def _segment(self, path: str, num_samples: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
         """A random ``num_samples`` segment of a noise file (wrap-padded when the file is shorter)."""
@@ -156,9 +212,11 @@ class Augmenter:
         wave = load_audio(path, self.sample_rate, offset_s=offset, duration_s=min(need_s, dur_s))
         return crop_or_pad(wave, num_samples), offset
 
-    def _draw_segment(
+    def draw_segment(
         self, version: str, num_samples: int, rng: np.random.Generator
     ) -> tuple[np.ndarray, str, float]:
+        """A random non-silent ``num_samples`` segment of a random file of a MUSAN category:
+        ``(segment, path, offset_s)``."""
         files = self.files(version)
         for _ in range(MAX_TRIES):
             path = files[int(rng.integers(len(files)))]
@@ -172,26 +230,47 @@ class Augmenter:
             f"no usable '{version}' file found after {MAX_TRIES} draws under {self.musan}/{version}"
         )
 
-    def _additive(self, clean: np.ndarray, version: str, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
-        n = len(clean)
+    def additive_parts(
+        self, clean: np.ndarray, version: str, rng: np.random.Generator
+    ) -> tuple[np.ndarray, list[np.ndarray], dict]:
+        """A MUSAN version as ``(mixture, added sources, info)``: noise and music add one segment at
+        one SNR; babble ("speech") adds 3-8 speakers, each at its own SNR relative to the clean clip."""
+        clean = np.asarray(clean, dtype=np.float32)
         lo, hi = self.snr[version]
         n_sources = (
             int(rng.integers(self.babble_speakers[0], self.babble_speakers[1] + 1))
             if version == "speech"
             else 1
         )
-        noise = np.zeros(n, dtype=np.float32)
-        files, offsets = [], []
+        segments, files, offsets, snrs = [], [], [], []
         for _ in range(n_sources):
-            seg, path, offset = self._draw_segment(version, n, rng)
-            noise += seg
+            seg, path, offset = self.draw_segment(version, len(clean), rng)
+            segments.append(seg)
             files.append(path)
             offsets.append(offset)
-        if float(np.mean(np.square(noise))) <= 0.0:  # babble segments that cancel out: vanishingly rare
-            raise AugmentError(f"'{version}' noise has no energy ({files})")
-        snr_db = float(rng.uniform(lo, hi))
-        out = clean + np.float32(snr_scale(clean, noise, snr_db)) * noise
-        return out.astype(np.float32, copy=False), {"files": files, "offsets": offsets, "snr_db": snr_db}
+            snrs.append(float(rng.uniform(lo, hi)))
+        out, added = mix_at_snr(clean, segments, snrs)
+        info = {"files": files, "offsets": offsets, "snr_db": snrs[0]}
+        if version == "speech":
+            # the SNR of the whole babble, and the SNR each speaker was drawn at
+            info["snr_db"] = snr_db(clean, np.sum(added, axis=0))
+            info["speaker_snr_db"] = snrs
+        return out, added, info
+
+    def _codec(self, clean: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+        """Encode and decode with a random codec (uniform), each setting drawn from its list."""
+        from sourcetracing.data.transforms import codec_roundtrip  # transforms imports this module
+
+        codecs = sorted(self.codec_choices)
+        if not codecs:
+            raise AugmentError("augmentation 'codec' needs at least one codec in codec_choices")
+        codec = codecs[int(rng.integers(len(codecs)))]
+        setting = {}
+        for name, values in sorted(self.codec_choices[codec].items()):
+            if not len(values):
+                raise AugmentError(f"codec_choices['{codec}']['{name}'] is empty")
+            setting[name] = values[int(rng.integers(len(values)))]
+        return codec_roundtrip(clean, self.sample_rate, codec, **setting), {"codec": codec, **setting}
 
 
 def reverberate(clean: np.ndarray, rir: np.ndarray) -> np.ndarray:

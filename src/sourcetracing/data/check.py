@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from sourcetracing.config import Config
+from sourcetracing.data.augment import VERSION_IDS
 from sourcetracing.data.protocols import ProtocolError, missing_files, prepare_splits, split_summary
 
 MUSAN_CATEGORIES = {"noise": "noise", "music": "music", "speech": "speech"}
@@ -32,11 +33,9 @@ def augmentation_problems(cfg: Config) -> list[str]:
         folder = Path(cfg.augment.rirs) / "simulated_rirs"
         if not _has_audio(folder):
             problems.append(f"augmentation 'reverb' needs RIR wav files under {folder} (RIRS_NOISES layout)")
-    unknown = versions - set(MUSAN_CATEGORIES) - {"original", "reverb"}
+    unknown = versions - set(VERSION_IDS)  # "original" and "codec" need no corpus
     if unknown:
-        problems.append(
-            f"unknown augmentation version(s) {sorted(unknown)}; known: original, reverb, noise, music, speech"
-        )
+        problems.append(f"unknown augmentation version(s) {sorted(unknown)}; known: {', '.join(VERSION_IDS)}")
     return problems
 
 
