@@ -6,7 +6,7 @@ DEMO_CONFIG ?= configs/demo.yaml
 DEMO_DATA ?= data/demo
 DEMO_EXP ?= exp/demo
 
-.PHONY: install test test-fast lint demo demo-corpus clean-demo benchmarks
+.PHONY: install test test-fast lint demo demo-seeds demo-corpus clean-demo benchmarks
 
 $(VENV)/.installed: requirements.txt requirements-demo.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,26 +31,21 @@ lint: install
 demo-corpus: install
 	$(PY) scripts/make_demo_corpus.py --out $(DEMO_DATA)
 
-# The whole main job on the offline demo corpus: corpus -> data check -> features -> AASIST ->
-# known-class metrics -> OOD detection -> tracing a few clips -> reference -> GE2E -> embeddings.
-demo: demo-corpus
-	$(PY) scripts/preprocess_dataset.py --config $(DEMO_CONFIG) --check
-	$(PY) scripts/preprocess_dataset.py --config $(DEMO_CONFIG)
-	$(PY) train_refd.py --config $(DEMO_CONFIG)
-	$(PY) scripts/get_classification_metrics.py --config $(DEMO_CONFIG)
-	$(PY) scripts/ood_detector.py --config $(DEMO_CONFIG)
-	$(PY) scripts/trace.py --exp $(DEMO_EXP) $(DEMO_DATA)/MLAAD_v5/fake/*/*/*_eval_0000.wav
-	$(PY) scripts/reference_baseline.py --config $(DEMO_CONFIG)
-	$(PY) train_ge2e.py --config $(DEMO_CONFIG)
-	$(PY) scripts/generate_embeddings.py --config $(DEMO_CONFIG) --model ge2e
-	$(PY) scripts/plot_embeddings.py --embeddings $(DEMO_EXP)/ge2e/embeddings
-	$(PY) scripts/generate_embeddings.py --config $(DEMO_CONFIG) --model refd
-	$(PY) scripts/plot_embeddings.py --embeddings $(DEMO_EXP)/refd/embeddings
-	$(PY) scripts/summarize_results.py --config $(DEMO_CONFIG)
+# The whole pipeline on the offline demo corpus, stage by stage (run.sh holds the one stage list):
+# corpus -> features -> AASIST -> known-class metrics -> OOD -> GE2E -> MFCC reference -> maps -> summary -> trace.
+demo: install
+	PYTHON=$(PY) ./run.sh --config $(DEMO_CONFIG) --corpus $(DEMO_DATA)
 	@echo
-	@echo "Results: exp/demo/summary.md (all systems), exp/demo/results/ (known-class metrics),"
-	@echo "  exp/demo/ood_step/ (OOD reports, scores, ROC/DET), exp/demo/trace_results.csv,"
-	@echo "  exp/demo/ge2e/, exp/demo/reference/, exp/demo/*/embeddings/embedding_map.png"
+	@echo "Results: $(DEMO_EXP)/summary.md (every system and scorer); per system ($(DEMO_EXP)/aasist, ge2e, mfcc):"
+	@echo "  outputs/ (exported once), results/ (known-class metrics), ood_step/ (OOD reports, scores, ROC/DET),"
+	@echo "  embeddings/embedding_map.png; traced clips in $(DEMO_EXP)/trace/"
+
+# The training and judging stages for three seeds, then mean ± sd of every number.
+SEEDS ?= 0 1 2
+demo-seeds: install
+	PYTHON=$(PY) ./run.sh --config $(DEMO_CONFIG) --corpus $(DEMO_DATA) --stop-stage 0
+	for s in $(SEEDS); do PYTHON=$(PY) ./run.sh --config $(DEMO_CONFIG) --stage 1 --stop-stage 8 -- seed=$$s exp_dir=$(DEMO_EXP)_s$$s || exit 1; done
+	$(PY) scripts/summarize_results.py --exp $(foreach s,$(SEEDS),$(DEMO_EXP)_s$(s)) --out $(DEMO_EXP)_seeds.md
 
 clean-demo:
 	rm -rf $(DEMO_DATA) $(DEMO_EXP)

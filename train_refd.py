@@ -1,15 +1,14 @@
 #!/usr/bin/env python
-"""Step 2: train the AASIST classifier on the extracted features.
+"""Stage 2: train the classifier (AASIST, the original's recipe by default) and export its outputs.
 
-python train_refd.py --config configs/demo.yaml [key.sub=value ...] [--resume]
+python train_refd.py                                   # configs/refd_mlaad.yaml, as the original
+python train_refd.py --config configs/demo.yaml [key.sub=value ...] [--resume | --force]
 torchrun --nproc_per_node=2 train_refd.py --config configs/refd_mlaad.yaml   # DDP
 """
 
-from __future__ import annotations
-
 import sys
 
-from sourcetracing.training.refd import main
+from sourcetracing.training.classifier import main
 
 if __name__ == "__main__":
     sys.exit(main())

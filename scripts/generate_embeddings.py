@@ -1,19 +1,51 @@
 #!/usr/bin/env python
-"""Step 7: write the embeddings of every split (clean 'original' rows) for the GE2E or the REFD model.
+"""Stage 8a: write a system's embeddings of every split from its exported outputs.
 
-    python scripts/generate_embeddings.py --config configs/demo.yaml                 # GE2E encoder
-    python scripts/generate_embeddings.py --config configs/demo.yaml --model refd    # AASIST penultimate layer
-    python scripts/generate_embeddings.py --config configs/demo.yaml --layout original
+    python scripts/generate_embeddings.py [--config configs/demo.yaml] [--system ge2e] [--layout original]
 
-Writes <exp_dir>/<model>/embeddings/<split>.npz + <split>.csv (+ info.json); with --layout original
-also <root>/<split>/<system_id>/<file>.npy as the original baseline did.
+Writes <exp_dir>/<system>/embeddings/<split>.npz + <split>.csv; with --layout original also
+<root>/<split>/<system_id>/<file>.npy as the original baseline did (root: --layout-root, default
+<exp_dir>/<system>/embeddings/original).
 """
 
-from __future__ import annotations
-
+import json
 import sys
+from pathlib import Path
 
-from sourcetracing.ge2e.embeddings import generate_main
+from sourcetracing.cli import run, step_parser
+
+
+def body(cfg, args) -> int:
+    from sourcetracing.data.protocols import LabelMap
+    from sourcetracing.embedding_maps import export_embeddings
+    from sourcetracing.judge import load_outputs
+    from sourcetracing.layout import ExperimentLayout
+
+    layout = ExperimentLayout.of(cfg)
+    outputs = load_outputs(cfg, args.system)
+    out = args.out or layout.system(args.system).embeddings
+    root = (args.layout_root or out / "original") if args.layout == "original" else None
+    label_map = LabelMap.read(cfg.exp_dir) if layout.label_map.is_file() else LabelMap(outputs.class_names)
+    counts = export_embeddings(outputs, label_map, out, root)
+    (out / "info.json").write_text(
+        json.dumps({"system": args.system, "splits": counts, "outputs": outputs.outputs_id}, indent=2)
+    )
+    for split, n in counts.items():
+        print(f"{split}: {n} embeddings")
+    print(f"embeddings in {out}" + (f"; original layout in {root}" if root else ""))
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = step_parser("generate_embeddings.py", __doc__)
+    parser.add_argument(
+        "--system", "--model", default="ge2e", help="system folder under exp_dir (default: ge2e)"
+    )
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--layout", choices=["npz", "original"], default="npz")
+    parser.add_argument("--layout-root", type=Path, default=None)
+    return run(parser, argv, body)
+
 
 if __name__ == "__main__":
-    sys.exit(generate_main())
+    sys.exit(main())

@@ -1,14 +1,31 @@
 #!/usr/bin/env python
-"""Step 3: known-system classification metrics (dev and eval) of the trained classifier.
+"""Stage 3: known-system classification metrics (dev and eval) of a system, from its exported outputs.
 
-python scripts/get_classification_metrics.py --config configs/demo.yaml [--checkpoint PATH]
+    python scripts/get_classification_metrics.py [--config configs/refd_mlaad.yaml] [--system aasist]
+
+Writes <exp_dir>/<system>/results/: dev_in_domain_results.txt, eval_in_domain_results.txt (the
+original's files), metrics.json, confusion_{dev,eval}.{csv,png}. Only clean clips of the systems
+seen in training are scored. No model runs here: the outputs were exported by the training step.
 """
-
-from __future__ import annotations
 
 import sys
 
-from sourcetracing.training.evaluate import main
+from sourcetracing.cli import run, step_parser
+from sourcetracing.judge import known_class_metrics, print_known
+
+
+def body(cfg, args) -> int:
+    system = args.system or cfg.model.name
+    results = known_class_metrics(cfg, system)
+    print_known(system, results)
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = step_parser("get_classification_metrics.py", __doc__)
+    parser.add_argument("--system", default=None, help="system folder under exp_dir (default: model.name)")
+    return run(parser, argv, body)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,17 +1,49 @@
 #!/usr/bin/env python
-"""Step 5: OOD detector (NSD and other scorers): thresholds at the dev EER, report on eval.
+"""Stage 4: the OOD detector: every scorer (NSD with the right sign, MSP, MaxLogit, Energy, k-NN,
+Mahalanobis, centroid) fitted on the train outputs, thresholds and calibrations on dev, report on eval.
 
-    python scripts/ood_detector.py --config configs/demo.yaml [--checkpoint PATH] [--scorers nsd,knn]
+    python scripts/ood_detector.py [--config configs/refd_mlaad.yaml] [--system aasist] [--scorers nsd,knn]
+    python scripts/ood_detector.py --feature_extraction_step     # the original's command
 
-Writes <exp_dir>/ood_step/ (OOD_eval_results.txt, ood_summary.csv, scores_{dev,eval}.tsv,
-thresholds.json, ROC/DET plots, fitted scorers used by scripts/trace.py).
+--feature_extraction_step (the original's flag: extract the model's hidden states and logits
+first) re-exports the system's outputs from its checkpoint before scoring; without it the step
+reads the outputs the training step exported. Writes <exp_dir>/<system>/ood_step/.
 """
 
-from __future__ import annotations
-
 import sys
+from pathlib import Path
 
-from sourcetracing.ood.detector import main
+from sourcetracing.cli import run, step_parser
+from sourcetracing.judge import ood_step, print_ood
+
+
+def body(cfg, args) -> int:
+    system = args.system or cfg.model.name
+    if args.feature_extraction_step or args.checkpoint:
+        from sourcetracing.systems.export import export_classifier, export_ge2e
+
+        (export_ge2e if system == "ge2e" else export_classifier)(cfg, checkpoint=args.checkpoint)
+    names = [s.strip() for s in args.scorers.split(",") if s.strip()] if args.scorers else None
+    summary = ood_step(cfg, system, names)
+    print_ood(system, summary)
+    print(f"OOD report written to {Path(cfg.exp_dir) / system / 'ood_step'}")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = step_parser("ood_detector.py", __doc__)
+    parser.add_argument("--system", default=None, help="system folder under exp_dir (default: model.name)")
+    parser.add_argument("--scorers", default=None, help="comma-separated subset of ood.scorers")
+    parser.add_argument(
+        "--feature_extraction_step",
+        action="store_true",
+        help="re-export the outputs from the checkpoint first",
+    )
+    parser.add_argument(
+        "--checkpoint", type=Path, default=None, help="export with this checkpoint first (default: best.pt)"
+    )
+    return run(parser, argv, body)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,17 +1,40 @@
 #!/usr/bin/env python
-"""Draw a 2-D map (UMAP if umap-learn is installed, else t-SNE) of exported embeddings.
+"""Stage 8b: a 2-D map (UMAP if umap-learn is installed, else t-SNE) of a system's embeddings.
 
-    python scripts/plot_embeddings.py --embeddings exp/demo/ge2e/embeddings [--out map.png] [--method tsne]
-    python scripts/plot_embeddings.py --embeddings exp/demo/refd/embeddings --max-points 2000
+    python scripts/plot_embeddings.py [--config configs/demo.yaml] --system ge2e [--method tsne]
 
+Reads <exp_dir>/<system>/outputs/ and writes <exp_dir>/<system>/embeddings/embedding_map.png.
 Colour per system, marker per split (train o, dev ^, eval s), unseen systems outlined in black.
 """
 
-from __future__ import annotations
-
 import sys
+from pathlib import Path
 
-from sourcetracing.ge2e.embeddings import plot_main
+from sourcetracing.cli import run, step_parser
+
+
+def body(cfg, args) -> int:
+    from sourcetracing.embedding_maps import map_from_outputs
+    from sourcetracing.judge import load_outputs
+    from sourcetracing.layout import ExperimentLayout
+
+    outputs = load_outputs(cfg, args.system)
+    out = args.out or ExperimentLayout.of(cfg).system(args.system).embeddings / "embedding_map.png"
+    map_from_outputs(outputs, out, args.method, args.max_points, args.seed, args.splits)
+    print(f"map written to {out}")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = step_parser("plot_embeddings.py", __doc__)
+    parser.add_argument("--system", default="ge2e", help="system folder under exp_dir (default: ge2e)")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--method", choices=["auto", "umap", "tsne"], default="auto")
+    parser.add_argument("--max-points", type=int, default=3000)
+    parser.add_argument("--splits", nargs="*", default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    return run(parser, argv, body)
+
 
 if __name__ == "__main__":
-    sys.exit(plot_main())
+    sys.exit(main())

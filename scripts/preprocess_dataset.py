@@ -1,66 +1,61 @@
 #!/usr/bin/env python
-"""Step 1: check the data, then augment and extract features into the feature store.
+"""Stage 1: check the data, then augment and extract features into the feature store.
 
-python scripts/preprocess_dataset.py --config configs/demo.yaml --check   # validate only
-python scripts/preprocess_dataset.py --config configs/demo.yaml           # check + extract
-torchrun --nproc_per_node=2 scripts/preprocess_dataset.py --config ...    # clips split over ranks
+    python scripts/preprocess_dataset.py [--config configs/refd_mlaad.yaml] --check   # validate only
+    python scripts/preprocess_dataset.py --config configs/demo.yaml                   # check + extract
+    torchrun --nproc_per_node=2 scripts/preprocess_dataset.py --config ...             # shards split over ranks
+
+Writes <exp_dir>/label_assignment.txt, label_map.csv, config.yaml and the feature store
+<exp_dir>/features/<frontend>-<hash>/ (float16 shards, index.csv, meta.json, skipped.csv).
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from sourcetracing.config import add_config_args, config_from_args, resolve_device, save_resolved
+from sourcetracing.cli import run, step_parser
+from sourcetracing.config import resolve_device, save_resolved
 from sourcetracing.data.check import run_check
 from sourcetracing.distributed import cleanup, init_distributed
 
 
+def preprocess(cfg, args) -> int:
+    from sourcetracing.features.extract import broadcast_from_main, run_extraction
+
+    info = init_distributed(resolve_device(cfg.device))  # a no-op without torchrun
+    try:
+        ok = True
+        if info.is_main:  # one rank checks, prints and writes the label assignment
+            problems, table = run_check(cfg, check_files=not args.skip_file_check)
+            if not table.empty:
+                print(table.to_string())
+                print(f"label assignment written to {cfg.exp_dir}/label_assignment.txt and label_map.csv")
+            if problems:
+                print(f"data check FAILED ({len(problems)} problem(s)):", file=sys.stderr)
+                for p in problems:
+                    print(f"  - {p}", file=sys.stderr)
+                ok = False
+            else:
+                save_resolved(cfg)
+        if not broadcast_from_main(info, ok):
+            return 1
+        if args.check:
+            if info.is_main:
+                print("data check passed")
+            return 0
+        run_extraction(cfg, info)
+        return 0
+    finally:
+        cleanup(info)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_config_args(parser)
+    parser = step_parser("preprocess_dataset.py", __doc__)
     parser.add_argument(
         "--check", action="store_true", help="validate protocols, files and corpora, then stop"
     )
     parser.add_argument("--skip-file-check", action="store_true", help="do not stat every audio file first")
-    args = parser.parse_args(argv)
-    cfg = config_from_args(args)
-
-    from sourcetracing.data.augment import AugmentError
-    from sourcetracing.features.extract import ExtractionError, broadcast_from_main, run_extraction
-    from sourcetracing.features.frontends import FrontEndError
-
-    info = init_distributed(resolve_device(cfg.device))  # a no-op without torchrun
-    ok = True
-    if info.is_main:  # one rank checks, prints and writes the label assignment
-        problems, table = run_check(cfg, check_files=not args.skip_file_check)
-        if not table.empty:
-            print(table.to_string())
-            print(f"label assignment written to {cfg.exp_dir}/label_assignment.txt and label_map.csv")
-        if problems:
-            print(f"data check FAILED ({len(problems)} problem(s)):", file=sys.stderr)
-            for p in problems:
-                print(f"  - {p}", file=sys.stderr)
-            ok = False
-        else:
-            save_resolved(cfg)
-    if not broadcast_from_main(info, ok):
-        cleanup(info)
-        return 1
-    if args.check:
-        if info.is_main:
-            print("data check passed")
-        cleanup(info)
-        return 0
-    try:
-        run_extraction(cfg, info)
-    except (ExtractionError, AugmentError, FrontEndError) as err:
-        print(f"feature extraction FAILED: {err}", file=sys.stderr)
-        return 1  # under torchrun the launcher stops the other ranks
-    cleanup(info)
-    return 0
+    return run(parser, argv, preprocess)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,9 @@
 #!/usr/bin/env python
-"""Trace new clips with a trained experiment: predicted system, top-k, OOD score, known/unknown.
+"""Stage 10: trace new clips: predicted system, top-k, OOD score, calibrated P(unseen), known/unknown.
 
-    python scripts/trace.py --exp exp/demo clip.wav more_clips/ [--top-k 3] [--scorer nsd] [--out out.csv]
-
-Needs <exp>/trained_models/best.pt and the OOD step (scripts/ood_detector.py) to have run.
+python scripts/trace.py --config configs/demo.yaml clip.wav more_clips/ [--system aasist] [--top-k 3]
+python scripts/trace.py --exp exp/demo clip.wav                         # the experiment's saved config
 """
-
-from __future__ import annotations
 
 import sys
 

@@ -250,11 +250,18 @@ def test_eval_determinism() -> None:
 
 
 def test_build_model_from_the_defaults_and_label_map() -> None:
-    model = build_model({"name": "aasist", **AASIST_DEFAULTS}, input_dim=768, num_classes=24)
+    from sourcetracing.config import component_settings
+
+    model = build_model("classifier", {"name": "aasist", **AASIST_DEFAULTS}, input_dim=768, num_classes=24)
     assert sum(p.numel() for p in model.parameters()) == ORIGINAL_PARAMETERS
+    # the config's defaults are the model's: the default config builds the original model
+    default_cfg = load_config(None)
+    assert component_settings(default_cfg.model) == {"name": "aasist", **AASIST_DEFAULTS}
     label_map = LabelMap(known=["a", "b", "c"], ood=["x"])
-    cfg = load_config(None, [f"model.{k}={v}" for k, v in TINY.items()])
-    model = build_model(cfg.model, input_dim=12, num_classes=label_map.num_classes)
+    cfg = load_config(None, [f"model.aasist.{k}={v}" for k, v in TINY.items()])
+    model = build_model(
+        "classifier", component_settings(cfg.model), input_dim=12, num_classes=label_map.num_classes
+    )
     assert model(torch.randn(2, 20, 12))[0].shape == (2, 3)
 
 

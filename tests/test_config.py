@@ -18,7 +18,7 @@ def test_repo_configs_load():
     for path in sorted((ROOT / "configs").glob("*.yaml")):
         cfg = load_config(path)
         assert cfg.exp_dir and cfg.data.protocols, path
-    assert load_config(ROOT / "configs/refd_mlaad.yaml").frontend.layer == 5
+    assert load_config(ROOT / "configs/refd_mlaad.yaml").frontend.hf_ssl.layer == 5
 
 
 def test_file_values_and_overrides(tmp_path):
@@ -41,6 +41,53 @@ def test_int_accepted_for_float_and_types_checked(tmp_path):
         load_config(None, ["train.epochs=many"])
     with pytest.raises(ConfigError, match="expects a list"):
         load_config(None, ["augment.versions=original"])
+    with pytest.raises(ConfigError, match="'train.epochs' expects an integer, got 2.5"):
+        load_config(None, ["train.epochs=2.5"])
+    assert load_config(None, ["train.epochs=3.0"]).train.epochs == 3
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.epochs=0", "'train.epochs' must be an integer >= 1, got 0"),
+        ("train.epochs=-1", "'train.epochs' must be an integer >= 1, got -1"),
+        ("train.batch_size=0", "'train.batch_size' must be an integer >= 1, got 0"),
+        ("train.lr=-1", "'train.lr' must be a number > 0, got -1.0"),
+        ("data.max_bad_fraction=1.5", "'data.max_bad_fraction' must be a number in [0, 1], got 1.5"),
+        ("features.num_workers=-2", "'features.num_workers' must be an integer >= 0"),
+        ("augment.babble_speakers=[5, 2]", "'augment.babble_speakers' must be a pair [low, high]"),
+        ("train.precision=half", "'train.precision' must be one of float32, bf16, fp16, auto"),
+        ("frontend.name=mfccx", "unknown front end 'mfccx' in frontend.name"),
+        ("ood.scorers=[knn, nope]", "unknown OOD scorer 'nope'"),
+        ("ood.default=energy", "ood.default 'energy' is not among ood.scorers"),
+    ],
+)
+def test_values_are_range_checked_with_the_key_named(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(
+            None,
+            [override, "ood.scorers=[knn, msp]"]
+            if "ood." in override and "scorers" not in override
+            else [override],
+        )
+    assert message in str(err.value)
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: x\ntrain:\n  epochs: [1, 2\n  lr: 0.1\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    text = str(err.value)
+    assert str(path) in text and "line " in text and "YAML syntax error" in text and "\n" not in text
+
+
+def test_component_sections_and_moved_keys():
+    cfg = load_config(None, ["frontend.name=lfcc", "frontend.lfcc.n_coeffs=13", "model.aasist.dropout=0.1"])
+    assert cfg.frontend.lfcc.n_coeffs == 13 and cfg.model.aasist.dropout == 0.1
+    assert cfg.frontend.hf_ssl.layer == 5  # other front ends keep their own defaults
+    with pytest.raises(ConfigError, match="did you mean 'frontend.hf_ssl.layer'"):
+        load_config(None, ["frontend.layer=3"])
 
 
 def test_unknown_keys_are_errors_that_name_the_key(tmp_path):
@@ -83,6 +130,6 @@ def test_cli_reports_config_errors_in_one_line(tmp_path):
         capture_output=True,
         text=True,
     )
-    assert proc.returncode != 0
+    assert proc.returncode == 2
     assert "unknown config key 'train.epoch'" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

@@ -1,4 +1,5 @@
-"""Steps 1-4 and the GE2E baseline end to end: the real scripts on the small demo corpus."""
+"""The whole pipeline through run.sh's stages on the small demo corpus: the files each stage must
+produce, one row per clip, and no trained model run twice over the same split."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -14,84 +16,93 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "demo.yaml"
 
-
-def run(script: str, *args: str) -> str:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / script), *args], capture_output=True, text=True, env=env, cwd=ROOT
-    )
-    assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc.stdout
+EXPECTED = {  # stage -> files it must write (relative to exp_dir)
+    1: ["label_assignment.txt", "label_map.csv", "config.yaml"],
+    2: ["aasist/trained_models/best.pt", "aasist/trained_models/last.pt", "aasist/trained_models/metrics.csv",
+        "aasist/trained_models/curves.png", "aasist/outputs/meta.json", "aasist/outputs/eval.npz"],
+    3: ["aasist/results/dev_in_domain_results.txt", "aasist/results/eval_in_domain_results.txt", "aasist/results/metrics.json"],
+    4: ["aasist/ood_step/OOD_eval_results.txt", "aasist/ood_step/ood_summary.csv", "aasist/ood_step/scores_eval.tsv",
+        "aasist/ood_step/thresholds.json", "aasist/ood_step/roc_eval.png", "aasist/ood_step/det_eval.png"],
+    5: ["ge2e/trained_models/best.pt", "ge2e/outputs/meta.json", "ge2e/results/metrics.json", "ge2e/ood_step/ood_summary.csv"],
+    6: ["mfcc/outputs/meta.json", "mfcc/results/metrics.json", "mfcc/ood_step/OOD_eval_results.txt"],
+    7: ["ge2e/embeddings/embedding_map.png", "aasist/embeddings/embedding_map.png", "ge2e/embeddings/eval.npz"],
+    8: ["summary.md"],
+}  # fmt: skip
 
 
 @pytest.mark.slow
-def test_demo_pipeline_end_to_end(small_demo, tmp_path):
+def test_run_sh_stages_on_the_small_demo(small_demo, tmp_path):
     corpus, _ = small_demo
     exp = tmp_path / "exp"
+    passes = tmp_path / "passes.tsv"
     overrides = [
-        f"data.root={corpus / 'MLAAD_v5'}",
-        f"data.protocols={corpus / 'protocols'}",
-        f"augment.musan={corpus / 'musan'}",
-        f"augment.rirs={corpus / 'RIRS_NOISES'}",
-        f"exp_dir={exp}",
-        "features.num_workers=0",
-        "train.epochs=2",
-        "train.batch_size=32",
-        "ge2e.epochs=2",
-        "ge2e.steps_per_epoch=5",
+        f"data.root={corpus / 'MLAAD_v5'}", f"data.protocols={corpus / 'protocols'}",
+        f"augment.musan={corpus / 'musan'}", f"augment.rirs={corpus / 'RIRS_NOISES'}", f"exp_dir={exp}",
+        "features.num_workers=0", "train.epochs=2", "train.batch_size=32", "ge2e.epochs=2", "ge2e.steps_per_epoch=5",
+        "mfcc.jobs=1",
+    ]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", SOURCETRACING_PASS_LOG=str(passes))
+    cmd = [
+        "bash",
+        str(ROOT / "run.sh"),
+        "--python",
+        sys.executable,
+        "--config",
+        str(CONFIG),
+        "--stage",
+        "1",
+        "--",
+        *overrides,
     ]
-    cfg = ["--config", str(CONFIG), *overrides]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=1500)
+    assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    for stage in range(1, 10):
+        assert f"== stage {stage}:" in proc.stdout
+    for stage, files in EXPECTED.items():
+        for f in files:
+            assert (exp / f).is_file(), f"stage {stage}: {f}"
 
-    out = run("scripts/preprocess_dataset.py", *cfg)
-    assert "feature store written" in out
     protocols = {s: pd.read_csv(corpus / "protocols" / f"{s}.csv") for s in ("train", "dev", "eval")}
     store = next((exp / "features").glob("lfcc-*"))
     index = pd.read_csv(store / "index.csv")
-    n_versions = len(load_versions(exp))
-    assert (index["split"] == "train").sum() == len(protocols["train"]) * n_versions
+    versions = json.loads((store / "meta.json").read_text())["versions"]["train"]
+    assert (index["split"] == "train").sum() == len(protocols["train"]) * len(versions)
     assert (index["split"] == "eval").sum() == len(protocols["eval"])  # eval stored clean, once
-
-    run("train_refd.py", *cfg)
-    models = exp / "trained_models"
-    history = pd.read_csv(models / "metrics.csv")
-    assert list(history["epoch"]) == [1, 2]
-    assert history["train_loss"].notna().all() and (models / "best.pt").is_file()
-    assert (models / "curves.png").stat().st_size > 0
-
-    run("scripts/get_classification_metrics.py", *cfg)
-    metrics = json.loads((exp / "results" / "metrics.json").read_text())
+    for split in ("dev", "eval"):  # one row per clip, no padding rows
+        assert len(pd.read_csv(exp / "aasist" / "ood_step" / f"scores_{split}.tsv", sep="\t")) == len(
+            protocols[split]
+        )
     known_eval = int(protocols["eval"]["model_name"].isin(set(protocols["train"]["model_name"])).sum())
-    assert metrics["eval"]["n"] == known_eval
-    assert 0.0 <= metrics["eval"]["macro_f1"] <= 1.0
-    assert (exp / "results" / "eval_in_domain_results.txt").is_file()
+    for system in ("aasist", "ge2e", "mfcc"):
+        assert json.loads((exp / system / "results" / "metrics.json").read_text())["eval"]["n"] == known_eval
+    summary = pd.read_csv(exp / "aasist" / "ood_step" / "ood_summary.csv")
+    assert set(summary["scorer"]) == {"nsd", "msp", "maxlogit", "energy", "knn", "mahalanobis", "centroid"}
+    assert set(pd.read_csv(exp / "ge2e" / "ood_step" / "ood_summary.csv")["scorer"]) == {
+        "knn",
+        "mahalanobis",
+        "centroid",
+    }
+    table = (exp / "summary.md").read_text()
+    assert all(f"| {s} |" in table for s in ("aasist", "ge2e", "mfcc"))
+    traced = pd.read_csv(next((exp / "trace").glob("trace_*.csv")))
+    assert (
+        len(traced)
+        and traced["decision"].isin(["known", "unknown"]).all()
+        and traced["p_unseen"].between(0, 1).all()
+    )
 
-    run("scripts/ood_detector.py", *cfg)
-    ood = exp / "ood_step"
-    summary = pd.read_csv(ood / "ood_summary.csv")
-    assert set(summary["scorer"]) == {"nsd", "msp", "maxlogit", "energy", "knn", "mahalanobis"}
-    for split in ("dev", "eval"):
-        scores = pd.read_csv(ood / f"scores_{split}.tsv", sep="\t")
-        assert len(scores) == len(protocols[split])  # one row per clip, no padding rows
-    overall = summary[summary["subset"] == "all"]
-    assert overall["auroc"].between(0, 1).all() and overall["eer"].between(0, 1).all()
-    assert "EER" in (ood / "OOD_eval_results.txt").read_text()
+    # every system ran over each split exactly once in the whole pipeline
+    runs = Counter(tuple(line.split("\t")[:2]) for line in passes.read_text().splitlines())
+    assert set(runs) == {(s, split) for s in ("aasist", "ge2e", "mfcc") for split in ("train", "dev", "eval")}
+    assert set(runs.values()) == {1}, runs
 
-    clips = sorted((corpus / "MLAAD_v5").rglob("*_eval_0000.wav"))[:3]
-    run("scripts/trace.py", "--exp", str(exp), *map(str, clips))
-    traced = pd.read_csv(exp / "trace_results.csv")
-    assert len(traced) == 3 and traced["decision"].isin(["known", "unknown"]).all()
-
-    run("train_ge2e.py", *cfg)
-    ge2e = exp / "ge2e"
-    assert (ge2e / "best.pt").is_file()
-    assert json.loads((ge2e / "results" / "metrics.json").read_text())["eval"]["n"] == known_eval
-    assert set(pd.read_csv(ge2e / "ood_step" / "ood_summary.csv")["scorer"]) >= {"centroid", "knn"}
-
-    out = run("scripts/summarize_results.py", *cfg)
-    assert "AASIST (REFD)" in out and "GE2E" in out and (exp / "summary.md").is_file()
-
-
-def load_versions(exp: Path) -> list[str]:
-    import yaml
-
-    return yaml.safe_load((exp / "config.yaml").read_text())["augment"]["versions"]
+    # a rerun resumes: nothing is retrained, the outputs are exported again with the same content
+    best = (exp / "aasist" / "trained_models" / "best.pt").read_bytes()
+    out_id = json.loads((exp / "aasist" / "outputs" / "manifest.json").read_text())["id"]
+    proc = subprocess.run(
+        ["bash", str(ROOT / "run.sh"), "--python", sys.executable, "--config", str(CONFIG), "--stage", "2", "--stop-stage", "2", "--", *overrides],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (exp / "aasist" / "trained_models" / "best.pt").read_bytes() == best
+    assert json.loads((exp / "aasist" / "outputs" / "manifest.json").read_text())["id"] == out_id

@@ -6,11 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
-from ge2e_helpers import write_synthetic_experiment
 
 from sourcetracing.data.protocols import LabelMap
-from sourcetracing.ge2e.embeddings import (
+from sourcetracing.embedding_maps import (
     load_embeddings,
     plot_map,
     write_original_layout,
@@ -53,30 +51,42 @@ def test_write_split_both_layouts_and_tsne_map(tmp_path: Path) -> None:
     assert png.stat().st_size > 5000
 
 
-def test_refd_embeddings_from_an_aasist_checkpoint(tmp_path: Path) -> None:
-    pytest.importorskip("sourcetracing.training.checkpoint")
-    from sourcetracing.config import load_config
-    from sourcetracing.features.store import FeatureStore
-    from sourcetracing.ge2e.embeddings import generate_main
-    from sourcetracing.training.checkpoint import build_model, save_checkpoint
+def test_generate_and_plot_from_outputs_alone(tmp_path: Path) -> None:
+    """The scripts read a system's outputs folder: no checkpoint, no feature store needed."""
+    import subprocess
+    import sys
 
-    cfg_path = write_synthetic_experiment(tmp_path)
-    cfg = load_config(cfg_path)
-    store = FeatureStore.for_config(cfg)
-    lm = LabelMap.read(cfg.exp_dir)
-    model = build_model({"name": "aasist"}, store.frame_shape[1], lm.num_classes)
-    save_checkpoint(
-        tmp_path / "exp" / "trained_models" / "best.pt",
-        model,
-        model_config={"name": "aasist"},
-        input_dim=store.frame_shape[1],
-        label_map=lm,
-        feature_store=store.meta,
-        epoch=1,
-    )
-    assert generate_main(["--config", str(cfg_path), "--model", "refd", "--layout", "original"]) == 0
-    out = tmp_path / "exp" / "refd" / "embeddings"
-    data = np.load(out / "eval.npz")
-    assert data["embeddings"].shape[0] == 60 and data["logits"].shape == (60, 4)
-    assert len(pd.read_csv(out / "eval.csv")) == 60
-    assert len(list((out / "original" / "train").glob("*/*.npy"))) == 40
+    import yaml
+
+    from sourcetracing.systems.outputs import SplitOutputs, SystemOutputs
+
+    lm = LabelMap(known=["a", "b"], ood=["x"])
+    exp = tmp_path / "exp"
+    lm.write(exp)
+    rng = np.random.default_rng(0)
+    splits = {}
+    for split, models in {
+        "train": ["a"] * 8 + ["b"] * 8,
+        "dev": ["a", "b", "x"] * 4,
+        "eval": ["a", "x"] * 5,
+    }.items():
+        frame = _frame(models, split).assign(path=lambda f: "./" + f["clip_id"], language_seen=True)
+        emb = rng.normal(size=(len(frame), 6)) + np.array([lm.label(m) * 3 for m in models])[:, None]
+        splits[split] = SplitOutputs(frame, embeddings=emb)
+    SystemOutputs("mine", lm.known, splits).write(exp / "mine" / "outputs")
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"exp_dir": str(exp)}))
+    repo = Path(__file__).resolve().parents[1]
+    for script, extra in (
+        ("generate_embeddings.py", ["--layout", "original"]),
+        ("plot_embeddings.py", ["--method", "tsne"]),
+    ):
+        proc = subprocess.run(
+            [sys.executable, str(repo / "scripts" / script), "--config", str(config), "--system", "mine", *extra],
+            capture_output=True, text=True, timeout=300, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    emb_dir = exp / "mine" / "embeddings"
+    assert np.load(emb_dir / "eval.npz")["embeddings"].shape == (10, 6)
+    assert len(list((emb_dir / "original" / "eval" / "2").glob("*.npy"))) == 5  # the unseen system x: id 2
+    assert (emb_dir / "embedding_map.png").stat().st_size > 5000

@@ -153,7 +153,10 @@ def test_dataloader_workers_and_batch_size_do_not_change_the_store(corpus, refer
 
 
 def test_other_frontend_settings_get_their_own_store(corpus):
-    assert store_dir(_with(corpus, "frontend.n_filters=40")) != store_dir(corpus.cfg)
+    assert store_dir(_with(corpus, "frontend.lfcc.n_filters=40")) != store_dir(corpus.cfg)
+    # settings of a front end that is not chosen do not enter the hash
+    assert store_dir(_with(corpus, "frontend.hf_ssl.layer=3")) == store_dir(corpus.cfg)
+    assert store_dir(_with(corpus, "frontend.logmel.n_mels=40")) == store_dir(corpus.cfg)
     assert store_dir(_with(corpus, "augment.versions=[original, noise]")) != store_dir(corpus.cfg)
 
 
@@ -195,11 +198,11 @@ def test_hf_ssl_store_records_layer(tmp_path):
     model = save_tiny_wav2vec2(tmp_path / "w2v")
     corpus = make_tiny_corpus(
         tmp_path / "c", clips_per_system=1, dev_clips=1, eval_clips=1,
-        overrides={"frontend": {"name": "hf_ssl", "model": str(model), "layer": 2}, "augment": {"versions": ["original", "reverb"]}},
+        overrides={"frontend": {"name": "hf_ssl", "hf_ssl": {"model": str(model), "layer": 2}}, "augment": {"versions": ["original", "reverb"]}},
     )  # fmt: skip
     store = FeatureStore(run_extraction(corpus.cfg))
     assert (
-        store.meta["layer"] == 2
+        store.meta["frontend"]["layer"] == 2
         and store.meta["shape"] == [50, 32]
         and store.meta["frontend"]["model"] == str(model)
     )
@@ -235,6 +238,8 @@ def test_script_reports_too_many_bad_clips(bad_corpus, tmp_path):
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert "feature extraction FAILED" in proc.stderr and "max_bad_fraction" in proc.stderr
+    assert proc.stderr.startswith("error: split 'train'") and "max_bad_fraction" in proc.stderr
     assert "Traceback" not in proc.stderr
+    listed = Path(proc.stderr.split("listed in ")[1].split(". ")[0])  # the message names a file that exists
+    assert listed.is_file() and len(pd.read_csv(listed)) == 2
     assert not list((corpus.root / "exp" / "features").glob("*/index.csv"))

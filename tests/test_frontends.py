@@ -84,13 +84,12 @@ def test_precision_and_loading_errors(tiny_model, tmp_path):
 
 
 def _spectral(name: str, **overrides):
-    fcfg = dict(load_config(None).frontend, name=name, **overrides)
-    return build_frontend(fcfg, "cpu")
+    return build_frontend({"name": name, **overrides}, "cpu")
 
 
 @pytest.mark.parametrize(
     "name,overrides,dim",
-    [("lfcc", {}, 60), ("lfcc", {"deltas": False}, 20), ("logmel", {"n_filters": 40}, 40)],
+    [("lfcc", {}, 60), ("lfcc", {"deltas": False}, 20), ("logmel", {"n_mels": 40}, 40)],
 )
 def test_spectral_shapes_and_batch_consistency(name, overrides, dim):
     fe = _spectral(name, **overrides)
@@ -115,5 +114,16 @@ def test_lfcc_first_coefficients_follow_the_filterbank_energies():
 
 
 def test_unknown_frontend():
-    with pytest.raises(FrontEndError, match="unknown"):
+    from sourcetracing.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown front end 'mfcc'"):
         build_frontend({"name": "mfcc"}, "cpu")
+
+
+def test_config_section_and_flat_settings_build_the_same_frontend():
+    cfg = load_config(None, ["frontend.name=lfcc", "frontend.lfcc.n_coeffs=13"])
+    waves = torch.randn(2, 8000, generator=torch.Generator().manual_seed(5))
+    a = build_frontend(cfg.frontend, "cpu")(waves)
+    b = build_frontend({"name": "lfcc", "n_coeffs": 13}, "cpu")(waves)
+    assert a.shape == (2, 51, 39)
+    torch.testing.assert_close(a, b)

@@ -1,20 +1,20 @@
-"""GE2E: the vectorised loss against the paper's formulas, the sampler, training and evaluation."""
+"""GE2E: the vectorised loss against the paper's formulas, what b does, the sampler, the raw-audio encoder.
+
+(Training, resume and DDP run through the one training loop: tests/test_training.py.)
+"""
 
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
-from ge2e_helpers import KNOWN, write_synthetic_experiment
 
-from sourcetracing_tools.bench.ge2e_loss import ge2e_loss_loop
 from sourcetracing.data.samplers import ClassBalancedBatchSampler
 from sourcetracing.models.ge2e import FeatureEncoder, GE2ELoss, GE2EModel
+from sourcetracing_tools.bench.ge2e_loss import ge2e_loss_loop
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,12 +43,23 @@ def test_vectorised_loss_equals_loop_with_gradients(variant: str, shape: tuple[i
     assert abs(loss1.item() - loss2.item()) < 1e-5
     assert torch.allclose(e1.grad, e2.grad, atol=1e-5)
     assert abs(fast.w.grad.item() - w.grad.item()) < 1e-5
-    assert abs(fast.b.grad.item() - b.grad.item()) < 1e-5
     assert e1.grad.abs().sum() > 0 and abs(fast.w.grad.item()) > 1e-8
     if variant == "contrast":
+        assert abs(fast.b.grad.item() - b.grad.item()) < 1e-5
         assert abs(fast.b.grad.item()) > 1e-8
-    else:  # b cancels in the softmax loss: its gradient is zero up to round-off
-        assert abs(fast.b.grad.item()) < 1e-9
+    else:  # b cancels in the softmax loss: not a parameter here, and the loop's gradient is round-off
+        assert "b" not in dict(fast.named_parameters())
+        assert abs(b.grad.item()) < 1e-9
+
+
+@pytest.mark.parametrize("b0", [-5.0, 0.0, 3.0])
+def test_b_has_no_effect_on_the_softmax_loss(b0: float) -> None:
+    emb = torch.randn(4, 3, 8, generator=torch.Generator().manual_seed(1))
+    reference = GE2ELoss(7.0, 0.0, variant="softmax")(emb).item()
+    assert GE2ELoss(7.0, b0, variant="softmax")(emb).item() == pytest.approx(reference, rel=1e-6, abs=1e-6)
+    contrast = [GE2ELoss(7.0, v, variant="contrast")(emb).item() for v in (0.0, b0)]
+    if b0 != 0.0:  # ... but it does change the contrast loss
+        assert abs(contrast[0] - contrast[1]) > 1e-3
 
 
 @pytest.mark.parametrize("variant", ["softmax", "contrast"])
@@ -79,19 +90,22 @@ def test_w_kept_positive_and_errors() -> None:
         GE2ELoss()(torch.randn(6, 4))
 
 
-def test_w_and_b_are_trained_by_the_optimiser() -> None:
+def test_the_optimiser_trains_w_and_only_the_contrast_variant_trains_b() -> None:
     torch.manual_seed(0)
-    model = GE2EModel(FeatureEncoder(input_dim=6, hidden_dims=[8], channels=8), GE2ELoss(10.0, -5.0))
-    names = {n for n, _ in model.named_parameters()}
-    assert {"loss.w", "loss.b"} <= names
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     x = torch.randn(3 * 4, 12, 6) + torch.arange(3).repeat_interleave(4).view(-1, 1, 1).float()
-    for _ in range(5):
-        opt.zero_grad()
-        model(x, n_systems=3).backward()
-        opt.step()
-    assert model.loss.w.item() != pytest.approx(10.0, abs=1e-4)
-    assert model.loss.b.item() != pytest.approx(-5.0, abs=1e-4)
+    for variant in ("softmax", "contrast"):
+        model = GE2EModel(
+            FeatureEncoder(input_dim=6, hidden_dims=[8], channels=8), GE2ELoss(10.0, -5.0, variant)
+        )
+        names = {n for n, _ in model.named_parameters()}
+        assert "loss.w" in names and ("loss.b" in names) == (variant == "contrast")
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        for _ in range(5):
+            opt.zero_grad()
+            model(x, n_systems=3).backward()
+            opt.step()
+        assert abs(model.loss.w.item() - 10.0) > 1e-4
+        assert (abs(model.loss.b.item() + 5.0) > 1e-4) == (variant == "contrast")
 
 
 # ---------------------------------------------------------------------------------------------- sampler
@@ -139,129 +153,23 @@ def test_sampler_caps_systems_groups_versions_and_ranks(caplog) -> None:
         ClassBalancedBatchSampler(np.array([0] * 5 + [1]), 2, 2, 3)
 
 
-# ---------------------------------------------------------------------------------------------- training
-
-
-def test_train_resume_checkpoint_contents(tmp_path: Path) -> None:
-    from sourcetracing.config import load_config
-    from sourcetracing.ge2e.train import train
-
-    cfg_path = write_synthetic_experiment(tmp_path)
-    cfg = load_config(cfg_path, ["ge2e.epochs=1"])
-    out = train(cfg)
-    first = torch.load(out / "last.pt", weights_only=True)
-    assert first["epoch"] == 1 and "optimizer_state" in first and "rng_state" in first
-    cfg2 = load_config(cfg_path, ["ge2e.epochs=2", "ge2e.select_by=dev_loss"])
-    train(cfg2, resume=True)
-    last = torch.load(out / "last.pt", weights_only=True)
-    best = torch.load(out / "best.pt", weights_only=True)
-    assert last["epoch"] == 2 and len(last["history"]) == 2
-    assert last["label_map"]["known"] == KNOWN
-    assert set(best) >= {"model_state", "loss_state", "config", "label_map", "encoder_config", "epoch"}
-    metrics = pd.read_csv(out / "metrics.csv")
-    assert list(metrics["epoch"]) == [1, 2]
-    assert {"train_loss", "w", "b", "dev_loss", "dev_macro_f1"} <= set(metrics.columns)
-    # w and b moved away from their initial values (they are trained)
-    assert abs(last["loss_state"]["w"].item() - 10.0) > 1e-4
-    assert abs(last["loss_state"]["b"].item() + 5.0) > 1e-4
-    assert (out / "curves.png").stat().st_size > 0
-
-
-def _run(args: list[str], cwd: Path, env_extra: dict | None = None) -> str:
-    import os
-    import subprocess
-
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **(env_extra or {}))
-    proc = subprocess.run(
-        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+def test_sampler_original_epoch_runs_until_a_drawn_system_is_exhausted() -> None:
+    labels = np.repeat([0, 1, 2, 3], [8, 12, 9, 20])
+    sampler = ClassBalancedBatchSampler(labels, n_systems=2, n_clips=4, steps_per_epoch=0, seed=1)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) >= 2
+    used = np.concatenate([[p for p, _ in b] for b in batches])
+    assert len(used) == len(set(used.tolist()))  # clips are used without replacement within the epoch
+    counts = np.bincount(labels[used], minlength=4)
+    assert (counts <= np.bincount(labels)).all() and (counts % 4 == 0).all()
+    # two ranks deal out the same epoch: equal step counts, disjoint batches
+    r0 = list(ClassBalancedBatchSampler(labels, 2, 4, 0, seed=1, rank=0, world_size=2))
+    r1 = list(ClassBalancedBatchSampler(labels, 2, 4, 0, seed=1, rank=1, world_size=2))
+    assert (
+        len(r0) == len(r1) == len(batches) // 2
+        and r0 == batches[0 : 2 * len(r0) : 2]
+        and r1 == batches[1 : 2 * len(r1) : 2]
     )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout
-
-
-@pytest.mark.slow
-def test_train_evaluate_generate_plot_end_to_end(tmp_path: Path) -> None:
-    cfg = write_synthetic_experiment(tmp_path)
-    exp = tmp_path / "exp"
-    out = _run([str(REPO / "train_ge2e.py"), "--config", str(cfg), "ge2e.epochs=2"], tmp_path)
-    assert "nearest centroid" in out and "centroid" in out and "knn" in out
-    g = exp / "ge2e"
-    for name in ("best.pt", "last.pt", "metrics.csv", "curves.png"):
-        assert (g / name).is_file(), name
-    for name in ("dev_in_domain_results.txt", "eval_in_domain_results.txt", "metrics.json"):
-        assert (g / "results" / name).is_file(), name
-    for name in (
-        "OOD_eval_results.txt",
-        "ood_summary.csv",
-        "scores_dev.tsv",
-        "scores_eval.tsv",
-        "thresholds.json",
-    ):
-        assert (g / "ood_step" / name).is_file(), name
-    summary = pd.read_csv(g / "ood_step" / "ood_summary.csv")
-    assert set(summary["scorer"]) == {"centroid", "knn"}
-    allrows = summary[(summary["subset"] == "all") & (summary["split"] == "eval")]
-    assert (allrows["auroc"] > 0.7).all()  # learnable synthetic classes: OOD well separated
-    import json
-
-    known = json.loads((g / "results" / "metrics.json").read_text())
-    assert known["eval"]["accuracy"] > 0.7
-    scores = pd.read_csv(g / "ood_step" / "scores_eval.tsv", sep="\t")
-    assert len(scores) == 60 and {"centroid", "knn"} <= set(scores.columns)
-
-    _run(
-        [str(REPO / "scripts/generate_embeddings.py"), "--config", str(cfg), "--layout", "original"], tmp_path
-    )
-    emb_dir = g / "embeddings"
-    for split, n in (("train", 40), ("dev", 60), ("eval", 60)):
-        data = np.load(emb_dir / f"{split}.npz")
-        assert data["embeddings"].shape == (n, 8)
-        index = pd.read_csv(emb_dir / f"{split}.csv")
-        assert len(index) == n
-        assert len(list((emb_dir / "original" / split).glob("*/*.npy"))) == n
-    # OOD systems go to their label_map.csv id: sys_z is the 3rd OOD system -> 4 + 2
-    assert len(list((emb_dir / "original" / "eval" / "6").glob("*.npy"))) == 10
-    vec = np.load(next((emb_dir / "original" / "train" / "0").glob("*.npy")))
-    assert vec.shape == (8,)
-
-    png = tmp_path / "map.png"
-    _run(
-        [
-            str(REPO / "scripts/plot_embeddings.py"),
-            "--embeddings",
-            str(emb_dir),
-            "--out",
-            str(png),
-            "--method",
-            "tsne",
-            "--max-points",
-            "120",
-        ],
-        tmp_path,
-    )
-    assert png.stat().st_size > 5000
-
-
-@pytest.mark.slow
-def test_ddp_two_processes_gloo(tmp_path: Path) -> None:
-    cfg = write_synthetic_experiment(tmp_path)
-    _run(
-        [
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            str(REPO / "train_ge2e.py"),
-            "--config",
-            str(cfg),
-            "ge2e.epochs=1",
-            "--no-eval",
-        ],
-        tmp_path,
-    )
-    ckpt = torch.load(tmp_path / "exp" / "ge2e" / "best.pt", weights_only=True)
-    assert ckpt["epoch"] == 1
-    assert len(pd.read_csv(tmp_path / "exp" / "ge2e" / "metrics.csv")) == 1
 
 
 @pytest.mark.slow
@@ -270,37 +178,29 @@ def test_hf_ssl_encoder_on_raw_audio(tmp_path: Path, caplog) -> None:
     from corpus_fixtures import add_bad_clips, make_tiny_corpus, save_tiny_wav2vec2
 
     from sourcetracing.config import load_config
-    from sourcetracing.ge2e.train import train
+    from sourcetracing.judge import judge_system
+    from sourcetracing.layout import ExperimentLayout
+    from sourcetracing.training.checkpoint import read_checkpoint
+    from sourcetracing.training.ge2e import train_ge2e
 
     model = save_tiny_wav2vec2(tmp_path / "w2v", num_layers=2)
     ge2e = {
-        "encoder": "hf_ssl",
-        "model": str(model),
-        "layer": -1,
-        "hidden_dims": [16, 8],
-        "n_systems": 3,
-        "n_clips": 2,
-        "epochs": 1,
-        "steps_per_epoch": 2,
-        "lr": 1e-3,
-        "batch_size": 4,
+        "encoder": {"name": "hf_ssl", "hf_ssl": {"model": str(model), "layer": -1, "hidden_dims": [16, 8]}},
+        "n_systems": 3, "n_clips": 2, "epochs": 1, "steps_per_epoch": 2, "lr": 1e-3, "batch_size": 4,
         "select_clips_per_system": 2,
-        "knn_k": 2,
-    }
-    corpus = make_tiny_corpus(tmp_path / "c", clips_per_system=4, max_len_s=0.5, overrides={"ge2e": ge2e})
+    }  # fmt: skip
+    corpus = make_tiny_corpus(
+        tmp_path / "c", clips_per_system=4, max_len_s=0.5, overrides={"ge2e": ge2e, "ood": {"knn": {"k": 2}}}
+    )
     add_bad_clips(corpus, "train", kinds=("unreadable",))
     cfg = load_config(corpus.config_path)
     with caplog.at_level(logging.WARNING):
-        out = train(cfg)
-    ckpt = torch.load(out / "best.pt", weights_only=True)
-    assert ckpt["encoder_config"]["name"] == "hf_ssl" and ckpt["input_dim"] is None
+        train_ge2e(cfg)
+    system = ExperimentLayout.of(cfg).system("ge2e")
+    ckpt = read_checkpoint(system.best)
+    assert ckpt["model_config"]["name"] == "hf_ssl" and ckpt["input_dim"] is None
     assert any(k.startswith("ssl.") for k in ckpt["model_state"])
-
-    pytest.importorskip("sourcetracing.metrics")
-    from sourcetracing.ge2e.evaluate import evaluate
-
-    with caplog.at_level(logging.WARNING):
-        summary = evaluate(cfg)
     assert any("unreadable" in r.getMessage() for r in caplog.records)
-    assert "eval" in summary["known"]
-    assert (out / "ood_step" / "scores_eval.tsv").is_file()
+    results, summary = judge_system(cfg, "ge2e")
+    assert "eval" in results and (system.ood / "scores_eval.tsv").is_file()
+    assert set(summary["scorer"]) == {"knn", "mahalanobis", "centroid"}  # embedding scorers only

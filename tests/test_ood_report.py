@@ -1,4 +1,6 @@
-"""The OOD report files, model outputs without padding rows, and the OOD step on a synthetic store."""
+"""The OOD report files (subsets, per unseen system and language, calibration) and model outputs without padding rows.
+
+(The OOD step on exported outputs: tests/test_judge.py.)"""
 
 from __future__ import annotations
 
@@ -9,12 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from toy_store import write_store
 
 from sourcetracing.config import load_config
-from sourcetracing.data.protocols import LabelMap
-from sourcetracing.features.store import FeatureStore, finalize_store, store_dir, write_shard
-from sourcetracing.ood.embeddings import model_outputs
+from sourcetracing.features.store import FeatureStore, store_dir
 from sourcetracing.ood.report import SUMMARY_COLUMNS, write_ood_report
+from sourcetracing.training.data import predict
 
 KNOWN = ["sys_a", "sys_b", "sys_c"]
 T, D = 6, 8
@@ -62,15 +64,12 @@ def make_store(cfg, counts: dict[str, tuple[int, int]], seed: int = 0) -> Featur
     """A finished store with class-dependent synthetic features (known systems separable)."""
     rng = np.random.default_rng(seed)
     means = {m: rng.normal(0, 2, D) for m in KNOWN + ["unseen_0", "unseen_1"]}
-    directory = store_dir(cfg)
-    names = []
+    parts = []
     for split, (n_known, n_ood) in counts.items():
         df = _frame(split, n_known, n_ood, rng)
         feats = np.stack([means[m] + rng.normal(0, 0.5, (T, D)) for m in df["model_name"]])
-        names.append(f"{split}-00000")
-        write_shard(directory, names[-1], feats, df)
-    finalize_store(directory, names, {"shape": [T, D], "frontend": {"name": "lfcc"}})
-    return FeatureStore(directory)
+        parts.append((split, df.to_dict("records"), feats))
+    return FeatureStore(write_store(store_dir(cfg), parts, {"shape": [T, D], "frontend": {"name": "lfcc"}}))
 
 
 @pytest.fixture()
@@ -84,7 +83,9 @@ def test_model_outputs_one_row_per_clip(cfg) -> None:
     store = make_store(cfg, {"dev": (7, 6)})
     rows = store.select(split="dev")
     model = StandIn().eval()
-    logits, emb = model_outputs(model, store, rows, "cpu", batch_size=4)  # 13 rows, batch 4: no padding
+    logits, emb = predict(
+        model, store, rows, torch.device("cpu"), batch_size=4
+    )  # 13 rows, batch 4: no padding
     assert logits.shape == (13, len(KNOWN)) and emb.shape == (13, 5)
     with torch.no_grad():
         ref_logits, ref_emb = model(torch.from_numpy(store.load(rows).astype(np.float32)))
@@ -155,6 +156,22 @@ def test_report_files_and_cells(tmp_path) -> None:
     text = (tmp_path / "OOD_eval_results.txt").read_text()
     assert "Dev EER" in text and "Eval EER" in text and "OOD" in text and "known" in text
 
+    # one subset per unseen system (its clips against every known clip) and per language
+    per_system = summary[
+        (summary.scorer == "good")
+        & (summary.split == "eval")
+        & summary.subset.str.startswith("unseen_system:")
+    ]
+    assert set(per_system["subset"]) == {"unseen_system:unseen_0", "unseen_system:unseen_1"}
+    assert (per_system["n_known"] == 40).all() and (per_system["n_ood"] == 20).all()
+    assert (per_system["auroc"] > 0.9).all()
+    assert {"language:en", "language:xx"} <= subsets
+
+    # calibration fitted on dev: Cllr reported beside the best achievable (min Cllr)
+    assert good.loc["eval", "min_cllr"] <= good.loc["eval", "cllr"] + 1e-9
+    assert good.loc["eval", "cllr"] < weak.loc["eval", "cllr"] and good.loc["eval", "cllr"] < 1.0
+    assert thr["scorers"]["good"]["calibration"]["type"] == "LogisticCalibration"
+
 
 def test_report_rejects_misaligned_and_bad_dev(tmp_path) -> None:
     rng = np.random.default_rng(1)
@@ -168,60 +185,3 @@ def test_report_rejects_misaligned_and_bad_dev(tmp_path) -> None:
     preds["dev"] = preds["dev"][: len(frames["dev"])]
     with pytest.raises(ValueError, match="both known and OOD"):
         write_ood_report(tmp_path, scores, frames, preds, KNOWN, "good", plots=False)
-
-
-def test_ood_step_on_synthetic_store(cfg, monkeypatch, tmp_path) -> None:
-    from sourcetracing.ood import detector
-
-    make_store(cfg, {"train": (30, 0), "dev": (15, 10), "eval": (21, 14)})
-    ckpt = {"label_map": LabelMap(KNOWN).to_dict(), "input_dim": D}
-    monkeypatch.setattr(detector, "load_trained", lambda *a, **k: (StandIn().eval(), ckpt))
-    summary = detector.run_ood(cfg, scorer_names=["nsd", "knn", "msp"])
-    out = tmp_path / "exp" / "ood_step"
-    assert set(summary["scorer"]) == {"nsd", "knn", "msp"}
-    for split, n in (("train", 30), ("dev", 25), ("eval", 35)):
-        assert np.load(out / f"{split}_embeddings.npy").shape == (n, 5)
-        assert np.load(out / f"{split}_logits.npy").shape == (n, len(KNOWN))
-    for name in ("nsd", "knn", "msp"):
-        assert (out / f"scorer_{name}.npz").is_file()
-    assert "OOD detector: nsd" in (out / "OOD_eval_results.txt").read_text()
-    table = detector.summary_table(summary)
-    assert list(table["scorer"]) == ["nsd", "knn", "msp"] and table["eval_eer_%"].notna().all()
-
-
-def test_ood_step_missing_checkpoint(cfg) -> None:
-    from sourcetracing.ood import detector
-
-    make_store(cfg, {"train": (6, 0), "dev": (3, 3)})
-    with pytest.raises(SystemExit, match="checkpoint not found"):
-        detector.run_ood(cfg)
-
-
-def _save_tiny_aasist(cfg, label_map: LabelMap) -> None:
-    from sourcetracing.training.checkpoint import build_model, save_checkpoint
-
-    model_config = {"in_proj_dim": 8, "filts": [[1, 4], [4, 8]], "gat_dims": [8, 6], "embedding_dim": 7}
-    model = build_model(model_config, D, label_map.num_classes)
-    save_checkpoint(
-        f"{cfg.exp_dir}/trained_models/best.pt",
-        model,
-        model_config=model_config,
-        input_dim=D,
-        label_map=label_map,
-        feature_store={"shape": [T, D], "frontend": {"name": "lfcc"}},
-        epoch=1,
-    )
-
-
-def test_ood_step_with_real_checkpoint_and_label_check(cfg) -> None:
-    from sourcetracing.ood import detector
-
-    make_store(cfg, {"train": (12, 0), "dev": (6, 6), "eval": (6, 6)})
-    _save_tiny_aasist(cfg, LabelMap(KNOWN))
-    LabelMap(KNOWN, ["unseen_0", "unseen_1"]).write(cfg.exp_dir)
-    summary = detector.run_ood(cfg, scorer_names=["nsd", "mahalanobis"])
-    assert len(summary) and np.load(f"{cfg.exp_dir}/ood_step/eval_embeddings.npy").shape == (12, 7)
-
-    LabelMap(["sys_a", "sys_b", "sys_z"]).write(cfg.exp_dir)  # the experiment's map no longer matches
-    with pytest.raises(SystemExit, match="label map mismatch"):
-        detector.run_ood(cfg, scorer_names=["nsd"])

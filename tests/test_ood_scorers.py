@@ -115,7 +115,9 @@ def test_torch_inputs_accepted() -> None:
 
 
 def test_registry_and_errors() -> None:
-    with pytest.raises(KeyError, match="unknown OOD scorer"):
+    from sourcetracing.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown OOD scorer"):
         build_scorer("does-not-exist")
     with pytest.raises(RuntimeError, match="fit"):
         build_scorer("knn").score(np.zeros((2, 3)), np.zeros((2, 2)))
@@ -125,9 +127,71 @@ def test_registry_and_errors() -> None:
         def score(self, emb, logits):
             return -np.linalg.norm(emb, axis=1)
 
+    class OtherScorer(NormScorer):
+        pass
+
     try:
         assert isinstance(build_scorer("_test_norm"), NormScorer)
         with pytest.raises(ValueError, match="twice"):
-            register("_test_norm")(NormScorer)
+            register("_test_norm")(OtherScorer)
     finally:
-        SCORERS.pop("_test_norm")
+        SCORERS.unregister("_test_norm")
+
+
+def _offset_case(seed: int = 0):
+    """Embeddings far from the origin (offset 10) with 20 near-constant dimensions: float32 expansion fails here."""
+    rng = np.random.default_rng(seed)
+    dim, near_constant = 40, 20
+    scale = np.r_[np.ones(dim - near_constant), np.full(near_constant, 1e-3)]
+    centres = rng.standard_normal((3, dim)) * scale * 3
+
+    def sample(c: np.ndarray, n: int, shift: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        lab = rng.integers(0, len(c), n)
+        x = 10.0 + c[lab] + rng.standard_normal((n, dim)) * scale + shift * scale
+        return x.astype(np.float32), lab
+
+    train, lab = sample(centres, 400)
+    known, _ = sample(centres, 200)
+    ood, _ = sample(centres, 200, shift=0.8)  # OOD: shifted, also along the near-constant directions
+    return train, lab, known, ood
+
+
+def _float64_mahalanobis(train: np.ndarray, lab: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Reference in float64 with explicit differences."""
+    t = train.astype(np.float64)
+    means = np.stack([t[lab == c].mean(0) for c in np.unique(lab)])
+    centred = t - means[np.searchsorted(np.unique(lab), lab)]
+    cov = centred.T @ centred / len(t)
+    cov += np.eye(len(cov)) * 1e-6 * np.trace(cov) / len(cov)
+    prec = np.linalg.inv(cov)
+    d = x.astype(np.float64)[:, None, :] - means[None]
+    return np.sqrt(np.einsum("ncd,de,nce->nc", d, prec, d).min(1))
+
+
+def test_mahalanobis_keeps_its_precision_far_from_the_origin() -> None:
+    train, lab, known, ood = _offset_case()
+    is_ood = np.r_[np.zeros(len(known), bool), np.ones(len(ood), bool)]
+    x = np.concatenate([known, ood])
+    reference = _float64_mahalanobis(train, lab, x)
+    got = build_scorer("mahalanobis").fit(train, None, lab).score(x, None)
+    np.testing.assert_allclose(got, reference, rtol=1e-4)
+    assert auroc(got, is_ood) == pytest.approx(auroc(reference, is_ood), abs=1e-3)
+    assert auroc(reference, is_ood) > 0.85
+    # what the float32 quadratic expansion x'Px - 2x'Pm + m'Pm gives on the same data: near chance
+    means = np.stack([train[lab == c].mean(0) for c in range(3)])
+    cov = np.cov((train - means[lab]).T, bias=True)
+    cov += np.eye(len(cov)) * 1e-6 * np.trace(cov) / len(cov)
+    prec, m = np.linalg.pinv(cov).astype(np.float32), means.astype(np.float32)
+    expanded = ((x @ prec) * x).sum(1)[:, None] - 2 * x @ (m @ prec).T + ((m @ prec) * m).sum(1)[None]
+    naive = np.sqrt(np.clip(expanded, 0, None).min(1))
+    assert auroc(naive, is_ood) < auroc(got, is_ood) - 0.2
+
+
+def test_centroid_scorer_is_cosine_distance_to_the_nearest_class_mean() -> None:
+    train, train_logits, train_lab, known, known_logits, ood, ood_logits = _clusters(3)
+    scorer = build_scorer("centroid").fit(train, None, train_lab)
+    unit = lambda a: a / np.linalg.norm(a, axis=1, keepdims=True)  # noqa: E731
+    centroids = unit(np.stack([unit(train[train_lab == c]).mean(0) for c in range(K)]))
+    expected = 1 - (unit(known) @ centroids.T).max(1)
+    np.testing.assert_allclose(scorer.score(known, None), expected, rtol=1e-6, atol=1e-7)
+    assert SCORERS.get("centroid").needs == ("embeddings",) and SCORERS.get("msp").needs == ("logits",)

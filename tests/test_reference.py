@@ -9,7 +9,7 @@ import pandas as pd
 import soundfile as sf
 
 from sourcetracing.config import load_config
-from sourcetracing.reference import mfcc_stats, run_reference
+from sourcetracing.systems.mfcc import export_mfcc, mfcc_stats
 
 SYSTEMS = {"sys/a": 200.0, "sys/b": 700.0, "sys/c": 1900.0, "other/x": 4100.0, "other/y": 3100.0}
 
@@ -46,9 +46,33 @@ def _corpus(root, rng):
 def test_mfcc_stats_shape() -> None:
     x = mfcc_stats(np.random.default_rng(0).standard_normal(16000).astype(np.float32), 16000)
     assert x.shape == (80,) and x.dtype == np.float32 and np.isfinite(x).all()
+    short = mfcc_stats(np.random.default_rng(0).standard_normal(1200).astype(np.float32), 16000)
+    assert short.shape == (80,) and np.isfinite(short).all()  # a very short whole clip works too
 
 
-def test_reference_baseline_end_to_end(tmp_path) -> None:
+def test_whole_clip_statistics_are_not_those_of_the_wrap_padded_crop(tmp_path) -> None:
+    from sourcetracing.data.audio import crop_or_pad
+    from sourcetracing.systems.mfcc import split_features
+
+    rng = np.random.default_rng(1)
+    t = np.arange(6000) / 16000
+    wave = (0.3 * np.sin(2 * np.pi * 300 * t * (1 + t)) + 0.01 * rng.standard_normal(len(t))).astype(
+        np.float32
+    )
+    sf.write(tmp_path / "a.wav", wave, 16000, subtype="FLOAT")
+    df = pd.DataFrame({"path": ["a.wav"], "clip_id": ["a.wav"], "model_name": ["s"], "label": [0]})
+    base = {"n_mfcc": 20, "sample_rate": 16000, "max_len_s": 1.0, "min_len_s": 0.0}
+    whole, _, _ = split_features(df, tmp_path, {**base, "crop": False})
+    cropped, _, _ = split_features(df, tmp_path, {**base, "crop": True})
+    np.testing.assert_allclose(whole[0], mfcc_stats(wave, 16000), rtol=1e-5)
+    np.testing.assert_allclose(cropped[0], mfcc_stats(crop_or_pad(wave, 16000), 16000), rtol=1e-5)
+    assert np.abs(whole[0] - cropped[0]).max() > 0.1
+
+
+def test_mfcc_system_exports_and_is_judged_like_any_system(tmp_path) -> None:
+    from sourcetracing.judge import judge_system
+    from sourcetracing.systems.outputs import SystemOutputs
+
     root = tmp_path / "data"
     proto = _corpus(root, np.random.default_rng(0))
     cfg = load_config(
@@ -58,29 +82,30 @@ def test_reference_baseline_end_to_end(tmp_path) -> None:
             f"data.root={root}",
             f"data.protocols={proto}",
             "data.max_len_s=1.0",
-            "ood.knn_k=3",
+            "ood.knn.k=3",
         ],
     )
-    known, summary = run_reference(cfg, n_jobs=1)
-    out = tmp_path / "exp" / "reference"
+    export_mfcc(cfg, n_jobs=1)
+    out = tmp_path / "exp" / "mfcc"
+    outputs = SystemOutputs.read(out / "outputs")
+    assert outputs.has == {"embeddings", "logits"}
+    assert len(outputs.split("eval").rows) == 20  # the broken clip is left out, reported
+    train = outputs.split("train").embeddings
+    np.testing.assert_allclose(train.mean(0), 0, atol=1e-4)  # standardised on train
+    known, summary = judge_system(cfg, "mfcc")
     assert known["eval"]["accuracy"] >= 0.9 and known["dev"]["n"] == 8
     for f in (
-        "ood_summary.csv",
-        "OOD_eval_results.txt",
-        "scores_eval.tsv",
-        "thresholds.json",
-        "metrics.json",
-        "eval_in_domain_results.txt",
-        "skipped.csv",
+        "results/metrics.json",
+        "results/eval_in_domain_results.txt",
+        "ood_step/ood_summary.csv",
+        "ood_step/OOD_eval_results.txt",
     ):
         assert (out / f).is_file(), f
-    assert json.loads((out / "metrics.json").read_text())["eval"]["n"] == 12
-    assert set(summary["scorer"]) == {"msp", "knn"}
-    skipped = pd.read_csv(out / "skipped.csv")
-    assert skipped["clip_id"].str.endswith("broken.wav").all() and len(skipped) == 1
+    assert json.loads((out / "results" / "metrics.json").read_text())["eval"]["n"] == 12
+    assert set(summary["scorer"]) == {"nsd", "msp", "maxlogit", "energy", "knn", "mahalanobis", "centroid"}
     ev = summary[(summary.split == "eval") & (summary.subset == "all")].set_index("scorer")
     assert ev.loc["knn", "auroc"] > 0.8  # the unseen tones are far from the training tones
-    # the cache is reused on a second run (same clip list)
-    assert (out / "mfcc_stats_train.npz").is_file()
-    again, _ = run_reference(cfg, n_jobs=1)
-    assert again["eval"]["accuracy"] == known["eval"]["accuracy"]
+    # the statistics are cached and reused while the clip list stays
+    stamp = (out / "cache" / "train.npz").stat().st_mtime_ns
+    export_mfcc(cfg, n_jobs=1)
+    assert (out / "cache" / "train.npz").stat().st_mtime_ns == stamp

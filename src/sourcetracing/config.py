@@ -4,7 +4,10 @@ Every step script reads the same file, so the paths of all steps agree. Override
 
     python train_refd.py --config configs/demo.yaml train.epochs=3 train.lr=1e-3
 
-A key that is not in the defaults is an error that names it, so typos never pass silently.
+Components are chosen by name and each has its own settings section, e.g.
+``frontend: {name: lfcc, lfcc: {n_coeffs: 20}}``; the sections of every registered component come
+from its registry (:mod:`sourcetracing.components`). A key that is not in the schema is an error
+that names it, a value of the wrong type or out of range is an error that names the key.
 
 >>> cfg = load_config(None, ["train.epochs=3", "frontend.name=lfcc"])
 >>> cfg.train.epochs, cfg.frontend.name
@@ -14,7 +17,11 @@ A key that is not in the defaults is an error that names it, so typos never pass
 >>> load_config(None, ["train.epoch=3"])
 Traceback (most recent call last):
 ...
-sourcetracing.config.ConfigError: unknown config key 'train.epoch' (did you mean 'train.epochs'?)
+sourcetracing.errors.ConfigError: unknown config key 'train.epoch' (did you mean 'train.epochs'?)
+>>> load_config(None, ["train.batch_size=0"])
+Traceback (most recent call last):
+...
+sourcetracing.errors.ConfigError: config key 'train.batch_size' must be an integer >= 1, got 0
 """
 
 from __future__ import annotations
@@ -24,30 +31,32 @@ import copy
 import difflib
 import hashlib
 import json
+import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from sourcetracing.errors import ConfigError
 
-class ConfigError(ValueError):
-    """A configuration file or override is invalid."""
+__all__ = ["Config", "ConfigError", "component_settings", "config_hash", "load_config", "schema"]
 
-
-# The schema: every key an experiment may set, with the default value. A value of None means "no
-# default" (any type accepted). Sections mirror the pipeline steps.
-DEFAULTS: dict[str, Any] = {
+# The static part of the schema: every key an experiment may set, with its default. A value of
+# None means "no default" (any type accepted). Component sections are added by :func:`schema`.
+STATIC_DEFAULTS: dict[str, Any] = {
     "name": "experiment",
     "exp_dir": "exp/experiment",
     "seed": 0,
     "device": "auto",  # auto | cpu | cuda | cuda:N
     "data": {
         "root": "data/MLAAD_v5",  # MLAAD root: the folder that holds fake/<lang>/<model_dir>/
-        "protocols": "data/MLAAD_v5_protocols",  # folder with the split CSVs (train.csv, dev.csv, eval.csv)
+        "protocols": "data/MLAAD_v5_protocols",  # folder with the split CSVs
         "splits": {"train": "train.csv", "dev": "dev.csv", "eval": "eval.csv"},
         "sample_rate": 16000,
-        "max_len_s": 4.0,
-        "max_bad_fraction": 0.05,  # a split with more unreadable/silent clips than this stops the step
+        "max_len_s": 4.0,  # crop / wrap-pad length
+        "min_len_s": 0.1,  # shorter clips are skipped (reason too_short) instead of being tiled
+        "max_bad_fraction": 0.05,  # a split with more unusable clips than this stops the step
     },
     "augment": {
         "versions": ["original", "reverb", "noise", "music", "speech"],
@@ -56,92 +65,157 @@ DEFAULTS: dict[str, Any] = {
         "rirs": "data/RIRS_NOISES",
         "snr_noise": [0.0, 15.0],
         "snr_music": [5.0, 15.0],
-        "snr_speech": [13.0, 20.0],
+        "snr_speech": [13.0, 20.0],  # each babble speaker at its own SNR from this range
         "babble_speakers": [3, 8],
+        # the codec version: a codec drawn per clip, then each of its settings from its list
+        "codecs": {
+            "mp3": {"bitrate_kbps": [24, 32, 48, 64, 96, 128]},
+            "opus": {"bitrate_kbps": [8, 12, 16, 24, 32, 48]},
+            "vorbis": {"quality": [0, 2, 4, 6]},
+        },
     },
-    "frontend": {
-        "name": "hf_ssl",  # hf_ssl | lfcc | logmel
-        "model": "facebook/wav2vec2-base",  # hub name or local path (hf_ssl)
-        "layer": 5,  # hidden_states[layer] (hf_ssl)
-        "precision": "auto",  # auto | float32 | bf16 | fp16
-        "n_fft": 512,
-        "win_length": 320,
-        "hop_length": 160,
-        "n_filters": 70,  # linear filters (lfcc) or mel bands (logmel)
-        "n_coeffs": 20,  # cepstral coefficients per frame before deltas (lfcc)
-        "deltas": True,
-    },
+    "frontend": {"name": "hf_ssl"},
     "features": {
         "dir": None,  # default: <exp_dir>/features
         "shard_size": 1024,  # rows per float16 shard
         "batch_size": 16,
         "num_workers": 2,
     },
-    "model": {
-        "name": "aasist",
-        "in_proj_dim": 128,  # Linear(feature dim -> in_proj_dim) per frame; read as a [feature, time] map
-        "first_pool": [3, 3],  # max-pool (feature, time) before the residual encoder
-        # residual blocks, [in, out] channels each
-        "filts": [[1, 32], [32, 32], [32, 64], [64, 64], [64, 64], [64, 64]],
-        # max-pool (feature, time) after each residual block ([1, 3] in raw-waveform AASIST)
-        "block_pool": [1, 1],
-        "gat_dims": [64, 32],  # graph attention (GAL) dim, heterogeneous (HS-GAL) dim
-        # graph pooling ratios: spectral GAL, temporal GAL, spectral HS-GAL, temporal HS-GAL
-        "pool_ratios": [0.5, 0.7, 0.5, 0.5],
-        "temperatures": [2.0, 2.0, 100.0, 100.0],  # spectral GAL, temporal GAL, HS-GAL branch 1, branch 2
-        "dropout": 0.5,  # before the output layer
-        "embedding_dim": 160,  # penultimate size (OOD embeddings); != 5 * gat_dims[1] adds a projection
-    },
+    "model": {"name": "aasist"},
     "train": {
         "epochs": 30,
         "batch_size": 128,
         "lr": 5.0e-4,
         "betas": [0.9, 0.999],
+        "eps": 1.0e-8,
         "weight_decay": 5.0e-4,
         "lr_step": 10,
         "lr_gamma": 0.5,
         "mixup_alpha": 0.5,  # 0 disables mixup
         "loss": "ce",  # ce | bce
-        "select_by": "dev_loss",  # dev_loss | dev_macro_f1
+        "select_by": "dev_loss",  # dev_loss | dev_macro_f1 | train_loss
         "versions": None,  # train versions used (None = all in the store)
+        "grad_clip": 0.0,  # max gradient norm (0 = off)
+        "precision": "float32",  # float32 | bf16 | fp16 | auto (bf16 on CUDA, float32 on CPU)
         "num_workers": 0,
-        "log_every": 50,  # progress-bar loss/accuracy refresh, in steps
+        "log_every": 50,  # progress-bar refresh, in steps
     },
-    "ood": {
-        "scorers": ["nsd", "msp", "maxlogit", "energy", "knn", "mahalanobis"],
-        "default": "nsd",  # the scorer of OOD_eval_results.txt and trace.py; auto = lowest dev EER
-        "knn_k": 5,
-        "train_versions": ["original"],
-        "chunk_size": 4096,
+    "outputs": {
+        "train_versions": ["original"],  # train rows exported (the reference bank of the OOD scorers)
         "batch_size": 256,
     },
+    "ood": {
+        "scorers": ["nsd", "msp", "maxlogit", "energy", "knn", "mahalanobis", "centroid"],
+        "default": "auto",  # the scorer of OOD_eval_results.txt and trace.py; auto = lowest dev EER
+        "chunk_size": 4096,
+    },
     "ge2e": {
-        "encoder": "features",  # features | hf_ssl
-        "model": "facebook/wav2vec2-base-960h",  # hf_ssl encoder: hub name or local path
-        "layer": -1,  # hf_ssl: hidden_states[layer]; -1 = last
-        "hidden_dims": [256, 256],
-        "freeze_feature_encoder": True,  # hf_ssl: keep the SSL model's conv front end fixed
-        "channels": 128,  # features encoder: conv channels
-        "pooling": "attentive",  # features encoder: attentive | mean statistics pooling
-        "loss": "softmax",  # softmax | contrast
+        "encoder": {"name": "features"},
+        "loss": "softmax",  # softmax | contrast (the bias b only matters for contrast)
         "n_systems": 10,
         "n_clips": 4,
         "versions": None,  # features encoder: train versions used (None = all in the store)
         "epochs": 20,
-        "steps_per_epoch": 100,
+        "steps_per_epoch": 100,  # 0 = until a drawn system runs out of clips (the original's epoch)
         "lr": 1.0e-4,
         "weight_decay": 0.0,
         "grad_clip": 3.0,  # max gradient norm (0 = off)
         "init_w": 10.0,
         "init_b": -5.0,
-        "select_by": "dev_macro_f1",  # dev_macro_f1 (nearest train centroid) | dev_loss
+        "select_by": "dev_macro_f1",  # dev_macro_f1 (nearest train centroid) | dev_loss | train_loss
         "select_clips_per_system": 100,  # clips per system used by the per-epoch dev check (0 = all)
-        "knn_k": 5,
+        "precision": "float32",
         "batch_size": 64,  # embedding extraction batch size
         "num_workers": 0,
-        "embeddings_dir": None,  # default: <exp_dir>/ge2e/embeddings
     },
-    "trace": {"top_k": 3},
+    "mfcc": {
+        "n_mfcc": 20,
+        "crop": False,  # False: statistics of the whole clip (no wrap padding); True: the 4 s crop
+        "jobs": 0,  # parallel audio workers (0 = features.num_workers)
+    },
+    "trace": {"top_k": 3, "system": "aasist", "scorer": None},
+}
+
+# Sections whose keys are free (any name), not checked against the schema.
+FREE_SECTIONS = {"data.splits", "augment.codecs"}
+
+
+def _int_at_least(low: int) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low), f"an integer >= {low}"
+
+
+def _positive() -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: isinstance(v, (int, float)) and math.isfinite(v) and v > 0), "a number > 0"
+
+
+def _non_negative() -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: isinstance(v, (int, float)) and math.isfinite(v) and v >= 0), "a number >= 0"
+
+
+def _fraction() -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: isinstance(v, (int, float)) and 0.0 <= v <= 1.0), "a number in [0, 1]"
+
+
+def _one_of(*choices: str) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: v in choices), "one of " + ", ".join(choices)
+
+
+def _pair(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, list) and len(v) == 2 and all(check(x) for x in v) and v[0] <= v[1]
+
+
+PRECISIONS = ("float32", "bf16", "fp16", "auto")
+
+# Ranges of the static keys: key -> (check, what it must be).
+CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "seed": _int_at_least(0),
+    "data.sample_rate": _int_at_least(1000),
+    "data.max_len_s": _positive(),
+    "data.min_len_s": _non_negative(),
+    "data.max_bad_fraction": _fraction(),
+    "augment.babble_speakers": (
+        _pair(lambda x: isinstance(x, int) and x >= 1),
+        "a pair [low, high] of integers >= 1",
+    ),
+    "augment.snr_noise": (_pair(lambda x: isinstance(x, (int, float))), "a pair [low, high] of numbers"),
+    "augment.snr_music": (_pair(lambda x: isinstance(x, (int, float))), "a pair [low, high] of numbers"),
+    "augment.snr_speech": (_pair(lambda x: isinstance(x, (int, float))), "a pair [low, high] of numbers"),
+    "features.shard_size": _int_at_least(1),
+    "features.batch_size": _int_at_least(1),
+    "features.num_workers": _int_at_least(0),
+    "train.epochs": _int_at_least(1),
+    "train.batch_size": _int_at_least(1),
+    "train.lr": _positive(),
+    "train.eps": _positive(),
+    "train.weight_decay": _non_negative(),
+    "train.lr_step": _int_at_least(1),
+    "train.lr_gamma": _positive(),
+    "train.mixup_alpha": _non_negative(),
+    "train.grad_clip": _non_negative(),
+    "train.loss": _one_of("ce", "bce"),
+    "train.select_by": _one_of("dev_loss", "dev_macro_f1", "train_loss"),
+    "train.precision": _one_of(*PRECISIONS),
+    "train.num_workers": _int_at_least(0),
+    "train.log_every": _int_at_least(1),
+    "outputs.batch_size": _int_at_least(1),
+    "ood.chunk_size": _int_at_least(1),
+    "ge2e.loss": _one_of("softmax", "contrast"),
+    "ge2e.n_systems": _int_at_least(2),
+    "ge2e.n_clips": _int_at_least(2),
+    "ge2e.epochs": _int_at_least(1),
+    "ge2e.steps_per_epoch": _int_at_least(0),
+    "ge2e.lr": _positive(),
+    "ge2e.weight_decay": _non_negative(),
+    "ge2e.grad_clip": _non_negative(),
+    "ge2e.init_w": _positive(),
+    "ge2e.select_by": _one_of("dev_macro_f1", "dev_loss", "train_loss"),
+    "ge2e.select_clips_per_system": _int_at_least(0),
+    "ge2e.precision": _one_of(*PRECISIONS),
+    "ge2e.batch_size": _int_at_least(1),
+    "ge2e.num_workers": _int_at_least(0),
+    "mfcc.n_mfcc": _int_at_least(1),
+    "mfcc.jobs": _int_at_least(0),
+    "trace.top_k": _int_at_least(1),
 }
 
 
@@ -161,6 +235,18 @@ class Config(dict):
         return json.loads(json.dumps(self))
 
 
+def schema() -> dict[str, Any]:
+    """The full schema: the static defaults plus one section per registered component."""
+    from sourcetracing.components import ENCODERS, FRONTENDS, MODELS, SCORERS
+
+    tree = copy.deepcopy(STATIC_DEFAULTS)
+    tree["frontend"].update(FRONTENDS.all_defaults())
+    tree["model"].update(MODELS.all_defaults())
+    tree["ge2e"]["encoder"].update(ENCODERS.all_defaults())
+    tree["ood"].update(SCORERS.all_defaults())
+    return tree
+
+
 def _wrap(value: Any) -> Any:
     if isinstance(value, dict):
         return Config({k: _wrap(v) for k, v in value.items()})
@@ -176,8 +262,20 @@ def _all_keys(tree: dict, prefix: str = "") -> list[str]:
     return keys
 
 
-def _unknown(dotted: str) -> ConfigError:
-    close = difflib.get_close_matches(dotted, _all_keys(DEFAULTS), n=1)
+def _unknown(dotted: str, tree: dict) -> ConfigError:
+    keys = _all_keys(tree)
+    head, _, leaf = dotted.rpartition(".")
+    # a key that moved into a component section: frontend.layer -> frontend.hf_ssl.layer
+    close = [
+        k
+        for k in keys
+        if head
+        and k.startswith(head + ".")
+        and k.endswith("." + leaf)
+        and k.count(".") == dotted.count(".") + 1
+    ]
+    if not close:
+        close = difflib.get_close_matches(dotted, keys, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     return ConfigError(f"unknown config key '{dotted}'{hint}")
 
@@ -189,17 +287,21 @@ def _check_type(dotted: str, default: Any, value: Any) -> Any:
         if not isinstance(value, bool):
             raise ConfigError(f"config key '{dotted}' expects true/false, got {value!r}")
         return value
-    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(default, (int, float)) and not isinstance(default, bool) and isinstance(value, str):
+    if isinstance(default, (int, float)) and isinstance(value, str):
         try:  # YAML 1.1 reads "3e-3" as a string
-            number = float(value)
+            value = float(value)
         except ValueError:
-            pass
-        else:
-            return int(number) if isinstance(default, int) and number.is_integer() else number
-    if isinstance(default, (int, float)) and not isinstance(value, (int, float)):
+            raise ConfigError(f"config key '{dotted}' expects a number, got {value!r}") from None
+    if isinstance(default, (int, float)) and (isinstance(value, bool) or not isinstance(value, (int, float))):
         raise ConfigError(f"config key '{dotted}' expects a number, got {value!r}")
+    if isinstance(default, int) and not isinstance(default, bool):
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise ConfigError(f"config key '{dotted}' expects an integer, got {value!r}")
+            value = int(value)
+        return value
+    if isinstance(default, float):
+        return float(value)
     if isinstance(default, str) and not isinstance(value, str):
         raise ConfigError(f"config key '{dotted}' expects a string, got {value!r}")
     if isinstance(default, list) and not isinstance(value, list):
@@ -207,20 +309,46 @@ def _check_type(dotted: str, default: Any, value: Any) -> Any:
     return value
 
 
-def _merge(base: dict, update: dict, schema: dict, prefix: str = "") -> None:
+def _merge(base: dict, update: dict, tree: dict, root: dict, prefix: str = "") -> None:
     for key, value in update.items():
-        dotted = prefix + key
-        if key not in schema:
-            raise _unknown(dotted)
-        if isinstance(schema[key], dict):
-            if key == "splits" and prefix == "data." and isinstance(value, dict):
-                base[key] = dict(value)  # split names are free
+        dotted = prefix + str(key)
+        if key not in tree:
+            raise _unknown(dotted, root)
+        if isinstance(tree[key], dict):
+            if dotted in FREE_SECTIONS:
+                if not isinstance(value, dict):
+                    raise ConfigError(f"config key '{dotted}' is a mapping; got {value!r}")
+                base[key] = dict(value)
                 continue
             if not isinstance(value, dict):
                 raise ConfigError(f"config key '{dotted}' is a section; got {value!r}")
-            _merge(base[key], value, schema[key], dotted + ".")
+            _merge(base[key], value, tree[key], root, dotted + ".")
         else:
-            base[key] = _check_type(dotted, schema[key], value)
+            base[key] = _check_type(dotted, tree[key], value)
+
+
+def _validate(cfg: dict) -> None:
+    """Range checks of the static keys and of the component choices."""
+    from sourcetracing.components import ENCODERS, FRONTENDS, MODELS, SCORERS
+
+    for dotted, (check, what) in CHECKS.items():
+        node: Any = cfg
+        for part in dotted.split("."):
+            node = node[part]
+        if node is not None and not check(node):
+            raise ConfigError(f"config key '{dotted}' must be {what}, got {node!r}")
+    FRONTENDS.entry(cfg["frontend"]["name"])
+    MODELS.entry(cfg["model"]["name"])
+    ENCODERS.entry(cfg["ge2e"]["encoder"]["name"])
+    for name in cfg["ood"]["scorers"]:
+        SCORERS.entry(name)
+    default = cfg["ood"]["default"]
+    if default != "auto" and default not in cfg["ood"]["scorers"]:
+        raise ConfigError(
+            f"ood.default '{default}' is not among ood.scorers {cfg['ood']['scorers']} (or use auto)"
+        )
+    if "train" not in cfg["data"]["splits"]:
+        raise ConfigError("data.splits must name a 'train' split (the label map comes from it)")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -232,33 +360,60 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"override '{text}' is not of the form key.sub=value")
     key, raw = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override '{text}': the value is not valid YAML ({err})") from None
+    return key.strip().split("."), value
+
+
+def read_yaml(path: str | Path) -> dict:
+    """A YAML mapping from a file; syntax errors name the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f", line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}{where}: YAML syntax error: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return data
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
     """Read a YAML experiment file (or only the defaults when ``path`` is None) and apply overrides."""
-    cfg = copy.deepcopy(DEFAULTS)
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: top level must be a mapping")
-        _merge(cfg, data, DEFAULTS)
+    tree = schema()
+    cfg = copy.deepcopy(tree)
+    data = read_yaml(path) if path is not None else {}
+    _merge(cfg, data, tree, tree)
     for text in overrides or []:
         keys, value = parse_override(text)
         nested: Any = value
         for k in reversed(keys):
             nested = {k: nested}
-        _merge(cfg, nested, DEFAULTS)
-    if path is not None and "name" not in (yaml.safe_load(Path(path).read_text()) or {}):
+        _merge(cfg, nested, tree, tree)
+    if path is not None and "name" not in data:
         cfg["name"] = Path(path).stem
+    _validate(cfg)
     return _wrap(cfg)
 
 
-def config_hash(section: dict) -> str:
-    """A short stable hash of a config section (used to keep feature stores of different settings apart).
+def component_settings(section: dict, name_key: str = "name") -> dict:
+    """The chosen component's name plus its own settings only (what enters hashes and checkpoints).
+
+    >>> component_settings({"name": "b", "a": {"x": 1}, "b": {"y": 2}})
+    {'name': 'b', 'y': 2}
+    """
+    name = section[name_key]
+    return {"name": name, **dict(section.get(name) or {})}
+
+
+def config_hash(section: Any) -> str:
+    """A short stable hash of plain data (used to keep stores of different settings apart).
 
     >>> config_hash({"a": 1}) == config_hash({"a": 1})
     True
@@ -272,22 +427,29 @@ def save_resolved(cfg: Config, exp_dir: str | Path | None = None) -> Path:
     out = Path(exp_dir or cfg.exp_dir)
     out.mkdir(parents=True, exist_ok=True)
     target = out / "config.yaml"
-    target.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    tmp.replace(target)
     return target
 
 
-def add_config_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    """Add ``--config FILE`` and positional ``key.sub=value`` overrides to a parser."""
-    parser.add_argument("--config", required=required, help="experiment YAML (configs/*.yaml)")
+DEFAULT_CONFIG = "configs/refd_mlaad.yaml"
+
+
+def add_config_args(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    """Add ``--config FILE`` (default: the original's recipe) and positional ``key.sub=value`` overrides."""
+    parser.add_argument(
+        "--config",
+        required=required,
+        default=None if required else DEFAULT_CONFIG,
+        help=f"experiment YAML (default: {DEFAULT_CONFIG}, the original baseline's recipe on MLAAD)",
+    )
     parser.add_argument("overrides", nargs="*", default=[], help="dotted overrides, e.g. train.epochs=3")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    """Load the config named by parsed arguments; errors exit with a one-line message."""
-    try:
-        return load_config(args.config, args.overrides)
-    except ConfigError as err:
-        raise SystemExit(f"config error: {err}") from None
+    """Load the config named by parsed arguments (raises :class:`ConfigError`)."""
+    return load_config(args.config, args.overrides)
 
 
 def resolve_device(name: str = "auto"):
@@ -297,8 +459,3 @@ def resolve_device(name: str = "auto"):
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def features_dir(cfg: Config) -> Path:
-    """Where the feature stores of this experiment live."""
-    return Path(cfg.features.dir or Path(cfg.exp_dir) / "features")

@@ -24,34 +24,36 @@ def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
     return path
 
 
-def plot_training_curves(metrics: pd.DataFrame, path: str | Path, title: str = "training") -> Path:
-    """Loss, accuracy / macro-F1 and learning rate per epoch from a ``metrics.csv`` frame."""
+def plot_training_curves(
+    metrics: pd.DataFrame, path: str | Path, title: str = "training", extras: Sequence[str] = ()
+) -> Path:
+    """Per epoch: the losses (``*_loss``), accuracies / F1 (``*_acc*``, ``*_f1``), and the learning rate
+    (or the ``extras`` columns, e.g. GE2E's w and b) from a ``metrics.csv`` frame."""
     path = Path(path)
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     ep = metrics["epoch"]
-    ax = axes[0]
-    for col, label in (("train_loss", "train (mixup)"), ("dev_loss", "dev (known)")):
-        if col in metrics:
-            ax.plot(ep, metrics[col], marker="o", ms=3, label=label)
-    ax.set_title("loss")
-    ax.set_xlabel("epoch")
-    ax.legend()
-    ax = axes[1]
-    for col, label in (("train_acc", "train acc"), ("dev_acc", "dev acc"), ("dev_macro_f1", "dev macro-F1")):
-        if col in metrics:
-            ax.plot(ep, metrics[col], marker="o", ms=3, label=label)
-    ax.set_ylim(0, 1.02)
-    ax.set_title("accuracy / F1")
-    ax.set_xlabel("epoch")
-    ax.legend()
+    losses = [c for c in metrics.columns if c.endswith("_loss")]
+    scores = [c for c in metrics.columns if "_acc" in c or c.endswith("_f1")]
+    for ax, cols, name in ((axes[0], losses, "loss"), (axes[1], scores, "accuracy / F1")):
+        for col in cols:
+            ax.plot(ep, metrics[col], marker="o", ms=3, label=col.replace("_", " "))
+        ax.set_title(name)
+        if cols:
+            ax.legend()
+    axes[1].set_ylim(0, 1.02)
     ax = axes[2]
-    if "lr" in metrics:
+    if extras:
+        for col in extras:
+            ax.plot(ep, metrics[col], marker="o", ms=3, label=col)
+        ax.set_title(" / ".join(extras))
+        ax.legend()
+    elif "lr" in metrics:
         ax.plot(ep, metrics["lr"], marker="o", ms=3, drawstyle="steps-post")
         ax.set_yscale("log")
-    ax.set_title("learning rate")
-    ax.set_xlabel("epoch")
+        ax.set_title("learning rate")
     for a in axes:
         a.grid(alpha=0.3)
+        a.set_xlabel("epoch")
         a.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(title)
     return save_figure(fig, path)

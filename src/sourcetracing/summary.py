@@ -1,97 +1,190 @@
-"""One table comparing the systems of an experiment, read from the files their steps wrote.
+"""One table comparing every system and OOD scorer, read from the files the judging steps wrote.
 
-Rows: the AASIST/REFD model (``results/`` + ``ood_step/``), the GE2E baseline (``ge2e/``) and the
-MFCC reference (``reference/``), each with its known-class metrics and, for every OOD scorer, the
-dev/eval EER and AUROC. Missing steps are left out with a note, so it works on partial runs.
+    python scripts/summarize_results.py --config configs/demo.yaml
+    python scripts/summarize_results.py --exp exp/demo_s0 exp/demo_s1 exp/demo_s2 --out exp/demo_seeds.md
+
+Rows: each system found in an experiment (a folder ``<exp>/<system>/`` with ``results/`` and
+``ood_step/``) x each of its OOD scorers, with the known-class eval macro-F1 and the dev/eval OOD
+metrics. With several experiment folders (the same config with other seeds, say) every number
+is the mean ± standard deviation over them. Rows are ranked by eval OOD EER; the scorer each
+experiment chose on dev (``ood.default``) is marked ``*``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from sourcetracing.config import add_config_args, config_from_args
+from sourcetracing.layout import ExperimentLayout
 
-SYSTEMS = {
-    "AASIST (REFD)": ("results", "ood_step"),
-    "GE2E": ("ge2e/results", "ge2e/ood_step"),
-    "MFCC + logistic regression (reference)": ("reference", "reference"),
+METRICS = {
+    "eval_macro_f1": "known-class eval macro-F1",
+    "dev_eer_%": "dev OOD EER (%)",
+    "eval_eer_%": "eval OOD EER (%)",
+    "eval_auroc": "eval AUROC",
+    "eval_cllr": "eval Cllr (bits)",
+    "eval_min_cllr": "eval min Cllr (bits)",
+    "eval_open_set_f1": "eval open-set macro-F1",
+    "worst_unseen_auroc": "lowest per-unseen-system eval AUROC",
 }
 
 
-def system_rows(exp_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
-    """Per system and OOD scorer: known-class eval accuracy/macro-F1 and dev/eval EER, AUROC, F1."""
+def _system_dirs(exp_dir: Path) -> list[Path]:
+    if not exp_dir.is_dir():
+        return []
+    return [
+        p
+        for p in sorted(exp_dir.iterdir())
+        if (p / "results" / "metrics.json").is_file() and (p / "ood_step" / "ood_summary.csv").is_file()
+    ]
+
+
+def experiment_rows(exp_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
+    """Per system and OOD scorer of one experiment: the metrics of :data:`METRICS` plus ``default``."""
     exp_dir = Path(exp_dir)
     rows, notes = [], []
-    for system, (results, ood) in SYSTEMS.items():
-        metrics_path = exp_dir / results / "metrics.json"
-        summary_path = exp_dir / ood / "ood_summary.csv"
-        if not metrics_path.is_file() or not summary_path.is_file():
-            notes.append(
-                f"{system}: not run yet ({metrics_path if not metrics_path.is_file() else summary_path})"
-            )
-            continue
-        known = json.loads(metrics_path.read_text())
-        summary = pd.read_csv(summary_path)
-        default = json.loads((exp_dir / ood / "thresholds.json").read_text()).get("default")
-        everything = summary[summary["subset"] == "all"]
-        for scorer, part in everything.groupby("scorer", sort=False):
-            dev = part[part["split"] == "dev"].iloc[0]
-            ev = part[part["split"] == "eval"].iloc[0]
+    layout = ExperimentLayout(exp_dir, exp_dir / "features")
+    dirs = _system_dirs(exp_dir)
+    if not dirs:
+        notes.append(f"{exp_dir}: no judged system yet (results/ + ood_step/)")
+    for folder in dirs:
+        sys_layout = layout.system(folder.name)
+        known = json.loads((sys_layout.results / "metrics.json").read_text())
+        summary = pd.read_csv(sys_layout.ood / "ood_summary.csv")
+        default = json.loads((sys_layout.ood / "thresholds.json").read_text()).get("default")
+        for scorer, part in summary.groupby("scorer", sort=False):
+
+            def pick(split: str, subset: str = "all", frame: pd.DataFrame = part) -> pd.Series | None:
+                sel = frame[(frame["split"] == split) & (frame["subset"] == subset)]
+                return sel.iloc[0] if len(sel) else None
+
+            dev, ev = pick("dev"), pick("eval")
+            per_system = part[(part["split"] == "eval") & part["subset"].str.startswith("unseen_system:")]
             rows.append(
                 {
-                    "system": system,
-                    "scorer": scorer + (" *" if scorer == default else ""),
-                    "eval_acc": known["eval"]["accuracy"],
-                    "eval_macro_f1": known["eval"]["macro_f1"],
-                    "dev_eer_%": 100 * dev["eer"],
-                    "eval_eer_%": 100 * ev["eer"],
-                    "eval_auroc": ev["auroc"],
-                    "eval_ood_f1": ev["f1"],
-                    "eval_open_set_f1": ev["open_set_macro_f1"],
+                    "system": folder.name,
+                    "scorer": scorer,
+                    "default": scorer == default,
+                    "eval_macro_f1": known.get("eval", {}).get("macro_f1", np.nan),
+                    "dev_eer_%": 100 * dev["eer"] if dev is not None else np.nan,
+                    "eval_eer_%": 100 * ev["eer"] if ev is not None else np.nan,
+                    "eval_auroc": ev["auroc"] if ev is not None else np.nan,
+                    "eval_cllr": ev.get("cllr", np.nan) if ev is not None else np.nan,
+                    "eval_min_cllr": ev.get("min_cllr", np.nan) if ev is not None else np.nan,
+                    "eval_open_set_f1": ev["open_set_macro_f1"] if ev is not None else np.nan,
+                    "worst_unseen_auroc": per_system["auroc"].min() if len(per_system) else np.nan,
                 }
             )
     return pd.DataFrame(rows), notes
 
 
-def to_markdown(df: pd.DataFrame) -> str:
-    """A GitHub-markdown table with rounded numbers."""
-    header = "| " + " | ".join(df.columns) + " |"
-    rule = "| " + " | ".join("---" for _ in df.columns) + " |"
-    lines = [header, rule]
-    for _, row in df.iterrows():
-        cells = [
-            f"{v:.3f}"
-            if isinstance(v, float) and not k.endswith("%")
-            else (f"{v:.1f}" if isinstance(v, float) else str(v))
-            for k, v in row.items()
-        ]
+def per_unseen_system(exp_dir: str | Path, system: str, scorer: str) -> pd.Series:
+    """Eval AUROC of each unseen system (its clips against all known clips) for one system and scorer."""
+    summary = pd.read_csv(Path(exp_dir) / system / "ood_step" / "ood_summary.csv")
+    sel = summary[
+        (summary["scorer"] == scorer)
+        & (summary["split"] == "eval")
+        & summary["subset"].str.startswith("unseen_system:")
+    ]
+    return pd.Series(
+        sel["auroc"].to_numpy(),
+        index=sel["subset"].str.removeprefix("unseen_system:").to_numpy(),
+        name=f"{system}/{scorer}",
+    )
+
+
+def combine(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Mean and standard deviation (ddof 1) over experiments per system x scorer; ``n`` = experiments."""
+    stacked = pd.concat([f.assign(run=i) for i, f in enumerate(frames) if len(f)], ignore_index=True)
+    out = []
+    for (system, scorer), part in stacked.groupby(["system", "scorer"], sort=False):
+        row = {"system": system, "scorer": scorer, "n": len(part), "chosen": int(part["default"].sum())}
+        for col in METRICS:
+            values = part[col].astype(float)
+            row[col] = values.mean()
+            row[col + "_sd"] = values.std(ddof=1) if len(values) > 1 else np.nan
+        out.append(row)
+    return pd.DataFrame(out).sort_values("eval_eer_%", kind="stable").reset_index(drop=True)
+
+
+def _cell(mean: float, sd: float, pct: bool) -> str:
+    if np.isnan(mean):
+        return "–"
+    fmt = "{:.1f}" if pct else "{:.3f}"
+    return fmt.format(mean) + ("" if np.isnan(sd) else " ± " + fmt.format(sd))
+
+
+def to_markdown(table: pd.DataFrame, columns: Sequence[str] = tuple(METRICS)) -> str:
+    """A GitHub-markdown table: system, scorer (``*`` = chosen on dev, with how often), mean ± sd cells."""
+    header = ["system", "scorer", *[METRICS[c] for c in columns]]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    for _, row in table.iterrows():
+        mark = ""
+        if row["chosen"]:
+            mark = " *" if row["chosen"] == row["n"] else f" * ({row['chosen']}/{row['n']})"
+        cells = [row["system"], row["scorer"] + mark]
+        cells += [_cell(row[c], row[c + "_sd"], c.endswith("%")) for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def summarize(exp_dirs: Sequence[str | Path], out: str | Path | None = None) -> tuple[pd.DataFrame, str]:
+    """The combined table of one or several experiments, written as markdown to ``out``; returns (table, text)."""
+    frames, notes = [], []
+    for exp in exp_dirs:
+        frame, note = experiment_rows(exp)
+        frames.append(frame)
+        notes += note
+    if not any(len(f) for f in frames):
+        return pd.DataFrame(), "\n".join(notes)
+    table = combine(frames)
+    n = len([f for f in frames if len(f)])
+    head = (
+        f"Known-class metrics on eval's known systems; OOD thresholds fitted at the dev EER. "
+        f"{'Mean ± sd over ' + str(n) + ' runs' if n > 1 else 'One run'} ({', '.join(str(e) for e in exp_dirs)}). "
+        "Ranked by eval OOD EER; * = the scorer chosen on dev (ood.default)."
+    )
+    text = head + "\n\n" + to_markdown(table) + "\n"
+    if notes:
+        text += "\n" + "\n".join(f"note: {n_}" for n_ in notes) + "\n"
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text)
+    return table, text
+
+
 def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from sourcetracing.cli import report_error
+    from sourcetracing.config import load_config
+    from sourcetracing.errors import SourceTracingError
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    add_config_args(parser)
+    parser.add_argument("--config", default=None, help="experiment YAML (its exp_dir is summarised)")
+    parser.add_argument("--exp", nargs="+", default=None, help="experiment folder(s); several = mean ± sd")
+    parser.add_argument("--out", type=Path, default=None, help="markdown file (default <exp_dir>/summary.md)")
+    parser.add_argument("overrides", nargs="*", default=[])
     args = parser.parse_args(argv)
-    cfg = config_from_args(args)
-    df, notes = system_rows(cfg.exp_dir)
-    for note in notes:
-        print(f"note: {note}")
-    if df.empty:
-        print("nothing to summarise yet")
-        return 1
-    text = to_markdown(df)
-    out = Path(cfg.exp_dir) / "summary.md"
-    out.write_text(
-        "Known-class metrics on eval's known systems; OOD threshold fitted at the dev EER. "
-        "* = the experiment's default scorer.\n\n" + text + "\n"
-    )
+    try:
+        if args.exp:
+            dirs = [Path(e) for e in args.exp]
+        else:
+            cfg = load_config(args.config or "configs/refd_mlaad.yaml", args.overrides)
+            dirs = [Path(cfg.exp_dir)]
+    except SourceTracingError as err:
+        return report_error(err)
+    out = args.out or (dirs[0] / "summary.md" if len(dirs) == 1 else None)
+    table, text = summarize(dirs, out)
     print(text)
-    print(f"\nsummary written to {out}")
+    if table.empty:
+        return 1
+    if out:
+        print(f"summary written to {out}")
     return 0

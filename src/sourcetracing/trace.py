@@ -1,34 +1,46 @@
 """Trace new clips with a trained experiment.
 
 For every clip: the predicted system, the top-k systems with probabilities, the OOD score of the
-chosen scorer and the known/unknown decision at the threshold fitted on dev by the OOD step.
+chosen scorer, its calibrated probability of coming from an unseen system, and the known/unknown
+decision at the threshold fitted on dev by the OOD step.
 
-    python scripts/trace.py --exp exp/demo clip.wav folder/ [--top-k 3] [--scorer nsd] [--out file.csv]
+    python scripts/trace.py --config configs/demo.yaml clip.wav folder/ [--system aasist] [--top-k 3]
+    python scripts/trace.py --exp exp/demo clip.wav                       # the experiment's saved config
+
+Before anything runs, the parts are checked to belong together: the OOD step must have been made
+from the system's current outputs, the outputs from the current checkpoint, and the checkpoint's
+known systems must be the experiment's; a mismatch is one line naming the step to rerun.
 
 Features are computed as the feature store computes them: the experiment's front end on the
-deterministic 4 s crop (``crop_or_pad`` without a random generator), cast through float16.
-Folders are searched recursively for audio files; a file that cannot be read gives a row with
-the error instead of stopping the run.
+deterministic crop (``crop_or_pad`` without a random generator), cast through float16. Folders are
+searched recursively for audio files; a file that cannot be read gives a row with the error
+instead of stopping the run. Each run writes a new ``<exp_dir>/trace/trace_<time>.csv`` (or
+``--out``); the exit code is 1 when no clip could be traced.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
-from sourcetracing.config import Config, ConfigError, load_config, resolve_device
+from sourcetracing.config import Config, load_config, resolve_device
+from sourcetracing.data.protocols import LabelMap
+from sourcetracing.errors import MissingInputError, SourceTracingError
 from sourcetracing.features.store import to_store_dtype
-from sourcetracing.training.checkpoint import best_checkpoint, load_model
+from sourcetracing.layout import ExperimentLayout
+from sourcetracing.progress import progress
+from sourcetracing.provenance import read_manifest, require_same
+from sourcetracing.training.checkpoint import checkpoint_id, load_model
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a")
 RESULT_COLUMNS = [
     "path",
     "status",
@@ -38,13 +50,14 @@ RESULT_COLUMNS = [
     "scorer",
     "ood_score",
     "threshold",
+    "p_unseen",
     "decision",
     "error",
 ]
 
 
-class TraceError(RuntimeError):
-    """The experiment is not ready for tracing (missing step outputs)."""
+class TraceError(MissingInputError):
+    """The experiment is not ready for tracing (missing or mismatched step outputs)."""
 
 
 def find_audio(inputs: Iterable[str | Path]) -> list[Path]:
@@ -61,161 +74,256 @@ def find_audio(inputs: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def load_experiment_config(exp: Path) -> Config:
-    path = exp / "config.yaml"
-    if not path.is_file():
-        raise TraceError(f"{path} not found: is {exp} an experiment folder (run the pipeline steps first)?")
-    try:
-        return load_config(path)
-    except ConfigError as err:
-        raise TraceError(f"{path}: {err}") from err
+@dataclass
+class Tracer:
+    """A trained system with its OOD scorer, threshold and calibrations, ready to trace clips."""
 
+    cfg: Config
+    system: str
+    model: torch.nn.Module
+    task: str
+    classes: list[str]
+    scorer_name: str
+    scorer: object
+    threshold: float
+    calibration: object
+    temperature: float
+    centroids: np.ndarray | None
+    frontend: object | None
+    sample_rate: int
+    num_samples: int
+    min_len_s: float
+    device: torch.device
+    prior: float = 0.5
 
-def load_ood(exp: Path, scorer_name: str | None):
-    """The fitted scorer and its dev-EER threshold saved by the OOD step."""
-    from sourcetracing.ood.scorers import Scorer
+    @classmethod
+    def load(
+        cls, cfg: Config, system: str | None = None, scorer: str | None = None, device: str | None = None
+    ) -> Tracer:
+        from sourcetracing.features.frontends import build_frontend
+        from sourcetracing.ood.calibration import LogisticCalibration
+        from sourcetracing.ood.scorers import Scorer
 
-    ood_dir = exp / "ood_step"
-    thr_path = ood_dir / "thresholds.json"
-    if not thr_path.is_file():
-        raise TraceError(
-            f"no OOD threshold in {ood_dir}: run `python scripts/ood_detector.py --config {exp / 'config.yaml'}` first"
+        layout = ExperimentLayout.of(cfg)
+        name = system or cfg.trace.system
+        sys_layout = layout.system(name)
+        ood_manifest = read_manifest(
+            sys_layout.ood, f"the OOD step of '{name}'", f"python scripts/ood_detector.py --system {name}"
         )
-    info = json.loads(thr_path.read_text())
-    name = scorer_name or info.get("default")
-    if name not in info.get("scorers", {}):
-        raise TraceError(
-            f"scorer '{name}' was not fitted by the OOD step; available: {sorted(info.get('scorers', {}))}"
+        out_manifest = read_manifest(
+            sys_layout.outputs, f"the outputs of '{name}'", "the system's training step"
         )
-    state = ood_dir / f"scorer_{name}.npz"
-    if not state.is_file():
-        raise TraceError(f"{state} missing: rerun scripts/ood_detector.py")
-    return name, Scorer.load(state), float(info["scorers"][name]["threshold"])
-
-
-def store_like_features(frontend, waves: np.ndarray, device: torch.device) -> torch.Tensor:
-    """Front-end features of ``[B, samples]`` waves as the store holds them (clamped, through float16)."""
-    with torch.no_grad():
-        feats = frontend(torch.from_numpy(np.ascontiguousarray(waves, dtype=np.float32)).to(device))
-    return to_store_dtype(feats).to(torch.float32)
-
-
-def trace_files(
-    exp: str | Path,
-    files: Sequence[str | Path],
-    top_k: int | None = None,
-    scorer_name: str | None = None,
-    device: str | None = None,
-    batch_size: int = 16,
-) -> pd.DataFrame:
-    """Trace ``files`` (already expanded) with the experiment in ``exp``; one result row per file."""
-    from sourcetracing.data.audio import clip_samples, crop_or_pad, load_audio
-    from sourcetracing.data.protocols import LabelMap
-    from sourcetracing.features.frontends import build_frontend, frontend_settings
-
-    exp = Path(exp)
-    cfg = load_experiment_config(exp)
-    name, scorer, threshold = load_ood(exp, scorer_name)
-    ckpt_path = best_checkpoint(exp)
-    if not ckpt_path.is_file():
-        raise TraceError(f"{ckpt_path} not found: train the model first (python train_refd.py --config ...)")
-    dev = resolve_device(device or cfg.device)
-    model, ckpt = load_model(ckpt_path, dev)
-    classes = LabelMap.from_dict(ckpt["label_map"]).known
-    k = max(1, min(int(top_k or cfg.trace.top_k), len(classes)))
-    # The checkpoint's feature-store settings are what the model was trained on; the config is the fallback.
-    store_meta = dict(ckpt.get("feature_store") or {})
-    frontend_cfg = dict(store_meta.get("frontend") or cfg.frontend)
-    if frontend_settings(frontend_cfg) != frontend_settings(cfg.frontend):
-        print(
-            f"warning: the checkpoint's front end {frontend_settings(frontend_cfg)} differs from "
-            f"{exp}/config.yaml's; using the checkpoint's"
+        rerun_ood = f"python scripts/ood_detector.py --config <your config> --system {name}"
+        require_same(
+            ood_manifest["inputs"].get("outputs"), out_manifest.get("id"), f"{name}'s outputs", rerun_ood
         )
-    sr = int(store_meta.get("sample_rate", cfg.data.sample_rate))
-    num_samples = int(store_meta.get("num_samples", clip_samples(cfg)))
-    frontend = build_frontend(frontend_cfg, dev, sample_rate=sr)
+        if not sys_layout.best.is_file():
+            raise TraceError(f"{sys_layout.best} not found: '{name}' has no checkpoint to trace with")
+        rerun_export = (
+            f"python scripts/ood_detector.py --config <your config> --system {name} --feature_extraction_step"
+        )
+        require_same(
+            out_manifest["inputs"].get("checkpoint"),
+            checkpoint_id(sys_layout.best),
+            f"{sys_layout.best}",
+            rerun_export,
+        )
+        dev = resolve_device(device or cfg.device)
+        expected = LabelMap.read(cfg.exp_dir) if layout.label_map.is_file() else None
+        model, ckpt = load_model(sys_layout.best, dev, expected_label_map=expected)
+        info = json.loads((sys_layout.ood / "thresholds.json").read_text())
+        chosen = scorer or cfg.trace.scorer or info.get("default")
+        if chosen not in info.get("scorers", {}):
+            raise TraceError(
+                f"scorer '{chosen}' was not fitted by the OOD step of '{name}'; available: {sorted(info.get('scorers', {}))}"
+            )
+        state = sys_layout.ood / f"scorer_{chosen}.npz"
+        if not state.is_file():
+            raise TraceError(
+                f"{state} missing: '{chosen}' is a precomputed score that cannot be traced; rerun {rerun_ood}"
+            )
+        entry = info["scorers"][chosen]
+        calibration = (
+            LogisticCalibration.from_dict(entry["calibration"]) if entry.get("calibration") else None
+        )
+        temperature = 1.0
+        cal_path = sys_layout.results / "calibration.json"
+        if cal_path.is_file():
+            temperature = float(
+                json.loads(cal_path.read_text()).get("temperature", {}).get("temperature", 1.0)
+            )
+        prov = ckpt.get("provenance", {})
+        frontend = None
+        if prov.get("frontend"):
+            frontend = build_frontend(prov["frontend"], dev, sample_rate=int(prov["sample_rate"]))
+        centroids = None
+        if ckpt["task"] != "classifier":
+            from sourcetracing.ood.scorers import class_centroids
+            from sourcetracing.systems.outputs import SystemOutputs
 
-    rows: list[dict] = []
-    for start in tqdm(range(0, len(files), batch_size), desc="tracing", unit="batch", leave=False):
-        batch, waves = [], []
-        for f in files[start : start + batch_size]:
-            try:
-                waves.append(crop_or_pad(load_audio(f, sr), num_samples))
-                batch.append(f)
-            except Exception as err:  # noqa: BLE001 - any unreadable file becomes an error row
+            train = SystemOutputs.read(sys_layout.outputs).split("train")
+            centroids = class_centroids(
+                train.embeddings, train.rows["label"].to_numpy(), len(ckpt["label_map"]["known"])
+            )
+        return cls(
+            cfg, name, model, ckpt["task"], list(ckpt["label_map"]["known"]), chosen, Scorer.load(state),
+            float(entry["threshold"]), calibration, temperature, centroids, frontend,
+            int(prov.get("sample_rate", cfg.data.sample_rate)), int(prov.get("num_samples", 0)) or int(round(cfg.data.max_len_s * cfg.data.sample_rate)),
+            float(cfg.data.min_len_s), dev,
+        )  # fmt: skip
+
+    @torch.no_grad()
+    def outputs(self, waves: np.ndarray) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+        """``(logits or None, embeddings, class scores)`` of ``[B, samples]`` waves."""
+        x = torch.from_numpy(np.ascontiguousarray(waves, dtype=np.float32)).to(self.device)
+        if self.frontend is not None:
+            x = to_store_dtype(self.frontend(x)).to(torch.float32)
+        if self.task == "classifier":
+            logits, emb = self.model(x)
+            logits = logits.float().cpu().numpy()
+            return logits, emb.float().reshape(len(waves), -1).cpu().numpy(), logits
+        from sourcetracing.ood.scorers import centroid_similarities
+
+        emb = self.model(x).float().cpu().numpy()
+        return None, emb, centroid_similarities(emb, self.centroids)
+
+    def trace(
+        self, files: Sequence[str | Path], top_k: int | None = None, batch_size: int = 16
+    ) -> pd.DataFrame:
+        """One result row per file (errors included), in input order."""
+        from sourcetracing.data.audio import crop_or_pad, load_audio
+
+        k = max(1, min(int(top_k or self.cfg.trace.top_k), len(self.classes)))
+        rows: list[dict] = []
+        for start in progress(range(0, len(files), batch_size), desc="tracing", unit="batch", leave=False):
+            batch, waves = [], []
+            for f in files[start : start + batch_size]:
+                try:
+                    waves.append(
+                        crop_or_pad(
+                            load_audio(f, self.sample_rate, min_len_s=self.min_len_s), self.num_samples
+                        )
+                    )
+                    batch.append(f)
+                except Exception as err:  # noqa: BLE001 - any unreadable file becomes an error row
+                    rows.append(
+                        {
+                            "path": str(f),
+                            "status": "error",
+                            "scorer": self.scorer_name,
+                            "threshold": self.threshold,
+                            "error": str(err),
+                        }
+                    )
+            if not batch:
+                continue
+            logits, emb, class_scores = self.outputs(np.stack(waves))
+            probs = torch.softmax(torch.from_numpy(class_scores / self.temperature), dim=1).numpy()
+            ood = self.scorer.score(emb, logits)
+            p_unseen = (
+                self.calibration.probability(ood, self.prior)
+                if self.calibration is not None
+                else np.full(len(ood), np.nan)
+            )
+            for i, f in enumerate(batch):
+                order = np.argsort(-probs[i])[:k]
                 rows.append(
                     {
                         "path": str(f),
-                        "status": "error",
-                        "scorer": name,
-                        "threshold": threshold,
-                        "error": str(err),
+                        "status": "ok",
+                        "predicted": self.classes[order[0]],
+                        "probability": float(probs[i, order[0]]),
+                        "top_k": "; ".join(f"{self.classes[j]}:{probs[i, j]:.3f}" for j in order),
+                        "scorer": self.scorer_name,
+                        "ood_score": float(ood[i]),
+                        "threshold": self.threshold,
+                        "p_unseen": float(p_unseen[i]),
+                        "decision": "unknown" if ood[i] >= self.threshold else "known",
+                        "error": "",
                     }
                 )
-        if not batch:
-            continue
-        with torch.no_grad():
-            logits, emb = model(store_like_features(frontend, np.stack(waves), dev))
-        logits_np = logits.float().cpu().numpy()
-        emb_np = emb.float().reshape(len(batch), -1).cpu().numpy()
-        probs = torch.softmax(torch.from_numpy(logits_np), dim=1).numpy()
-        ood = scorer.score(emb_np, logits_np)
-        for i, f in enumerate(batch):
-            order = np.argsort(-probs[i])[:k]
-            rows.append(
-                {
-                    "path": str(f),
-                    "status": "ok",
-                    "predicted": classes[order[0]],
-                    "probability": float(probs[i, order[0]]),
-                    "top_k": "; ".join(f"{classes[j]}:{probs[i, j]:.3f}" for j in order),
-                    "scorer": name,
-                    "ood_score": float(ood[i]),
-                    "threshold": threshold,
-                    "decision": "unknown" if ood[i] >= threshold else "known",
-                    "error": "",
-                }
+        order = {str(f): i for i, f in enumerate(files)}
+        df = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+        return df.sort_values("path", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
+
+
+def new_results_path(folder: Path) -> Path:
+    """``trace_<date-time>.csv`` in ``folder``, with a counter when that name is taken."""
+    stem = f"trace_{time.strftime('%Y%m%d-%H%M%S')}"
+    path, n = folder / f"{stem}.csv", 1
+    while path.exists():
+        n += 1
+        path = folder / f"{stem}_{n}.csv"
+    return path
+
+
+def config_for(config: str | None, exp: str | None, overrides: list[str]) -> Config:
+    """``--config`` plus overrides, or the resolved config saved in an experiment folder (``--exp``)."""
+    if exp:
+        path = Path(exp) / "config.yaml"
+        if not path.is_file():
+            raise TraceError(
+                f"{path} not found: is {exp} an experiment folder (run the pipeline steps first)?"
             )
-    order = {str(f): i for i, f in enumerate(files)}
-    df = pd.DataFrame(rows, columns=RESULT_COLUMNS)
-    return df.sort_values("path", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
+        return load_config(path, overrides)
+    return load_config(config or "configs/refd_mlaad.yaml", overrides)
 
 
 def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from sourcetracing.cli import report_error
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--exp", required=True, type=Path, help="experiment folder (exp/<name>)")
-    parser.add_argument("inputs", nargs="+", help="audio files or folders (searched recursively)")
+    parser.add_argument("--config", default=None, help="experiment YAML (default configs/refd_mlaad.yaml)")
+    parser.add_argument("--exp", default=None, help="an experiment folder: use its saved config.yaml")
+    parser.add_argument(
+        "inputs", nargs="+", help="audio files or folders (searched recursively); key=value overrides too"
+    )
+    parser.add_argument("--system", default=None, help="system to trace with (default: trace.system)")
     parser.add_argument(
         "--top-k", type=int, default=None, help="systems listed per clip (default: trace.top_k)"
     )
-    parser.add_argument("--scorer", default=None, help="OOD scorer (default: the OOD step's default)")
-    parser.add_argument("--out", type=Path, default=None, help="CSV file (default: <exp>/trace_results.csv)")
+    parser.add_argument(
+        "--scorer", default=None, help="OOD scorer (default: trace.scorer, else the OOD step's default)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="CSV file (default: <exp_dir>/trace/trace_<time>.csv)"
+    )
     parser.add_argument("--device", default=None, help="auto | cpu | cuda (default: the config's)")
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args(argv)
-
-    files = find_audio(args.inputs)
-    if not files:
-        print("no audio files found in the given inputs", file=sys.stderr)
-        return 2
+    overrides = [a for a in args.inputs if "=" in a and not Path(a).exists()]
+    inputs = [a for a in args.inputs if a not in overrides]
     try:
-        df = trace_files(args.exp, files, args.top_k, args.scorer, args.device, args.batch_size)
-    except TraceError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    out = args.out or args.exp / "trace_results.csv"
+        cfg = config_for(args.config, args.exp, overrides)
+        files = find_audio(inputs)
+        if not files:
+            print("error: no audio files found in the given inputs", file=sys.stderr)
+            return 2
+        tracer = Tracer.load(cfg, args.system, args.scorer, args.device)
+        df = tracer.trace(files, args.top_k, args.batch_size)
+    except SourceTracingError as err:
+        return report_error(err)
+    out = (
+        args.out
+        or ExperimentLayout.of(cfg).trace / f"trace_{time.strftime('%Y%m%d-%H%M%S')}_{id(df) % 10000:04d}.csv"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():
+        print(f"error: {out} exists; choose another --out", file=sys.stderr)
+        return 4
     df.to_csv(out, index=False)
-    show = df[["path", "predicted", "probability", "ood_score", "decision", "top_k", "error"]].copy()
+    show = df[
+        ["path", "predicted", "probability", "ood_score", "p_unseen", "decision", "top_k", "error"]
+    ].copy()
     show["path"] = show["path"].map(lambda p: p if len(p) <= 40 else "..." + p[-37:])
     with pd.option_context("display.max_colwidth", 60, "display.width", 200):
         print(show.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep=""))
     n_err = int((df["status"] == "error").sum())
-    print(f"{len(df) - n_err} clip(s) traced, {n_err} error(s); results in {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    print(
+        f"{len(df) - n_err} clip(s) traced with {tracer.system}/{tracer.scorer_name}, {n_err} error(s); results in {out}"
+    )
+    return 0 if len(df) > n_err else 1

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from sourcetracing.errors import DataError
+
 SILENCE_PEAK = 1e-5  # a clip whose peak is below this (-100 dBFS) counts as silent
 
 
-class AudioError(ValueError):
+class AudioError(DataError):
     """A clip cannot be used; ``reason`` is a short machine-friendly cause (``unreadable``, ``empty``, ...)."""
 
     def __init__(self, reason: str, detail: str = ""):
@@ -34,8 +36,35 @@ def audio_info(path: str) -> tuple[int, int]:
     try:
         info = sf.info(path)
     except Exception as err:  # noqa: BLE001 - soundfile raises several types
-        raise AudioError("unreadable", f"{path}: {err}") from err
+        raise AudioError("unreadable", describe_unreadable(path)) from err
     return int(info.samplerate), int(info.frames)
+
+
+def describe_unreadable(path: str | Path) -> str:
+    """Why a file cannot be decoded, in words (libsndfile says "does not exist" for any bad file).
+
+    >>> describe_unreadable("/no/such/file.wav")
+    '/no/such/file.wav: no such file'
+    """
+    p = Path(path)
+    if not p.exists():
+        return f"{p}: no such file"
+    if not p.is_file():
+        return f"{p}: not a regular file"
+    size = p.stat().st_size
+    if size == 0:
+        return f"{p}: empty file (0 bytes)"
+    with open(p, "rb") as fh:
+        head = fh.read(512)
+    if head[:4] == b"RIFF":
+        kind = "a RIFF/WAV header but undecodable audio data (truncated or corrupt?)"
+    elif head[:4] in (b"fLaC", b"OggS") or head[:3] == b"ID3" or head[:2] in (b"\xff\xfb", b"\xff\xf3"):
+        kind = "an audio header but undecodable data (truncated or corrupt?)"
+    elif all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        kind = "text, not audio"
+    else:
+        kind = "not a decodable audio file"
+    return f"{p}: {kind} ({size} bytes)"
 
 
 def _read(path: str, start: int, frames: int) -> tuple[np.ndarray, int]:
@@ -46,21 +75,17 @@ def _read(path: str, start: int, frames: int) -> tuple[np.ndarray, int]:
         data, sr = sf.read(path, start=start, frames=frames, dtype="float32", always_2d=True)
         return data, int(sr)
     except Exception as sf_err:  # noqa: BLE001 - fall back to audioread-backed decoders (m4a, aac...)
-        if not Path(path).is_file():
-            raise AudioError("unreadable", f"{path}: no such file") from sf_err
-        if (
+        if not Path(path).is_file() or (
             Path(path).suffix.lstrip(".").upper() in sf.available_formats()
             or Path(path).suffix.lower() == ".mp3"
-        ):
-            raise AudioError(
-                "unreadable", f"{path}: {sf_err}"
-            ) from sf_err  # a format libsndfile knows: broken
+        ):  # missing, or a format libsndfile knows: broken
+            raise AudioError("unreadable", describe_unreadable(path)) from sf_err
         try:
             import librosa
 
             data, sr = librosa.load(path, sr=None, mono=False)
         except Exception as err:  # noqa: BLE001
-            raise AudioError("unreadable", f"{path}: {sf_err}") from err
+            raise AudioError("unreadable", describe_unreadable(path)) from err
         data = np.atleast_2d(np.asarray(data, dtype=np.float32)).T
         end = None if frames < 0 else start + frames
         return data[start:end], int(sr)
@@ -80,11 +105,13 @@ def load_audio(
     sample_rate: int = 16000,
     offset_s: float = 0.0,
     duration_s: float | None = None,
+    min_len_s: float = 0.0,
 ) -> np.ndarray:
     """Read a clip as float32 mono at ``sample_rate``; stereo is averaged, other rates resampled.
 
     ``offset_s``/``duration_s`` read only a segment (in seconds of the file). Raises ``AudioError``
-    with reason ``unreadable``, ``empty``, ``nan_or_inf`` or ``silent``.
+    with reason ``unreadable``, ``empty``, ``nan_or_inf``, ``silent`` or ``too_short`` (shorter
+    than ``min_len_s``).
     """
     path = str(path)
     start = 0
@@ -104,6 +131,10 @@ def load_audio(
     wave = resample(np.ascontiguousarray(wave, dtype=np.float32), sr, sample_rate)
     if wave.size == 0:
         raise AudioError("empty", f"{path} (shorter than one sample after resampling)")
+    if wave.size < min_len_s * sample_rate:
+        raise AudioError(
+            "too_short", f"{path}: {wave.size / sample_rate:.3f} s, shorter than data.min_len_s={min_len_s}"
+        )
     return wave
 
 

@@ -37,6 +37,10 @@ AUDIO_SUFFIXES = (".wav", ".flac")
 CROP_STREAM = 100  # stream id of the crop draw
 MAX_TRIES = 10  # unusable (silent, unreadable) noise files are redrawn this many times
 # The "codec" version: a codec drawn uniformly, then each of its settings drawn from its list.
+# Bumped whenever a version's recipe changes in code (it enters the feature-store hash, so a store
+# made by an older recipe is never reused silently). 2: babble speakers each at their own SNR.
+AUGMENT_RECIPE = 2
+
 DEFAULT_CODEC_CHOICES: dict[str, dict[str, tuple[float, ...]]] = {
     "mp3": {"bitrate_kbps": (24, 32, 48, 64, 96, 128)},
     "opus": {"bitrate_kbps": (8, 12, 16, 24, 32, 48)},
@@ -155,6 +159,7 @@ class Augmenter:
             },
             babble_speakers=(int(a.babble_speakers[0]), int(a.babble_speakers[1])),
             sample_rate=int(cfg.data.sample_rate),
+            codec_choices={k: dict(v) for k, v in a.codecs.items()},
         )
 
     # -- file lists -------------------------------------------------------------------------

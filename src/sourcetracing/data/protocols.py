@@ -17,13 +17,15 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
+from sourcetracing.errors import DataError, MissingInputError
+
 log = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("path", "model_name")
 _LANG_RE = re.compile(r"^(?:\./)?fake/([^/]+)/")
 
 
-class ProtocolError(ValueError):
+class ProtocolError(DataError):
     """A protocol file is missing or malformed."""
 
 
@@ -116,6 +118,12 @@ class LabelMap:
     def _index(self) -> dict[str, int]:
         return {name: i for i, name in enumerate(self.known)}
 
+    def digest(self) -> str:
+        """A digest of the known systems in order (what a checkpoint's classes depend on)."""
+        from sourcetracing.provenance import data_digest
+
+        return data_digest(self.known)
+
     def to_dict(self) -> dict:
         """Plain lists, safe to store in a checkpoint loaded with ``weights_only=True``."""
         return {"known": list(self.known), "ood": list(self.ood)}
@@ -155,7 +163,7 @@ class LabelMap:
     def read(cls, exp_dir: str | Path) -> LabelMap:
         path = Path(exp_dir) / "label_map.csv"
         if not path.is_file():
-            raise ProtocolError(f"{path} not found: run scripts/preprocess_dataset.py first")
+            raise MissingInputError(f"{path} not found: run scripts/preprocess_dataset.py --check first")
         df = pd.read_csv(path, keep_default_na=False)
         known = df[df["status"] == "known"].sort_values("label")["system"].tolist()
         ood = df[df["status"] == "ood"]["system"].tolist()
@@ -189,12 +197,49 @@ def load_protocols(protocol_dir: str | Path, splits: Mapping[str, str]) -> dict[
 
 
 def prepare_splits(cfg) -> tuple[dict[str, pd.DataFrame], LabelMap]:
-    """Read the config's protocols, build the label map from train and annotate every split."""
+    """Read the config's protocols, build the label map from train and annotate every split.
+
+    Raises :class:`ProtocolError` for an empty train split or a path that leaves ``data.root``.
+    """
     raw = load_protocols(cfg.data.protocols, cfg.data.splits)
+    if raw["train"].empty:
+        raise ProtocolError(
+            f"{Path(cfg.data.protocols) / cfg.data.splits['train']}: the train split has no rows "
+            "(the label map comes from it)"
+        )
+    for name, df in raw.items():
+        check_inside_root(df, cfg.data.root, f"{name} split")
     label_map = LabelMap.from_train(raw["train"], [df for name, df in raw.items() if name != "train"])
     train_languages = set(raw["train"]["language"])
     splits = {name: annotate(df, name, label_map, train_languages) for name, df in raw.items()}
     return splits, label_map
+
+
+def check_inside_root(df: pd.DataFrame, root: str | Path, what: str) -> None:
+    """Every protocol path must stay inside the data root: no absolute paths, no ``..`` escapes.
+
+    >>> check_inside_root(pd.DataFrame({"path": ["./fake/en/m/a.wav"]}), "/data", "train")
+    >>> check_inside_root(pd.DataFrame({"path": ["../musan/noise/x.wav"]}), "/data", "train")
+    Traceback (most recent call last):
+    ...
+    sourcetracing.data.protocols.ProtocolError: train: 1 path(s) point outside data.root /data, e.g. ../musan/noise/x.wav
+    """
+    bad = [p for p in df["path"] if not _inside(p)]
+    if bad:
+        raise ProtocolError(f"{what}: {len(bad)} path(s) point outside data.root {root}, e.g. {bad[0]}")
+
+
+def _inside(path: str) -> bool:
+    """Relative, without ``..`` and without a drive letter."""
+    posix = PurePosixPath(path.replace("\\", "/"))
+    return not (posix.is_absolute() or ".." in posix.parts or (len(path) > 1 and path[1] == ":"))
+
+
+def protocol_digest(df: pd.DataFrame) -> str:
+    """A digest of a split's protocol rows (path and system, in order)."""
+    from sourcetracing.provenance import data_digest
+
+    return data_digest([df["path"].tolist(), df["model_name"].tolist()])
 
 
 def split_summary(df: pd.DataFrame) -> dict[str, int]:

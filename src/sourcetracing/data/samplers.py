@@ -37,6 +37,11 @@ class ClassBalancedBatchSampler:
     Systems with fewer than ``n_clips`` groups are left out (one warning lists them);
     ``n_systems`` is capped at the number of eligible systems (with a warning). ``labels < 0``
     (OOD rows) are ignored.
+
+    ``steps_per_epoch = 0`` gives the original's epoch: every system's groups are shuffled once per
+    epoch and used without replacement, and the epoch ends as soon as a drawn system has fewer
+    than ``n_clips`` groups left. The batches of such an epoch are drawn once (seeded by seed and
+    epoch) and dealt out to the DDP ranks, so every rank runs the same number of steps.
     """
 
     def __init__(
@@ -54,8 +59,8 @@ class ClassBalancedBatchSampler:
         labels = np.asarray(labels).astype(int)
         if n_clips < 2:
             raise ValueError(f"n_clips must be >= 2 for GE2E (got {n_clips})")
-        if steps_per_epoch < 1:
-            raise ValueError(f"steps_per_epoch must be >= 1 (got {steps_per_epoch})")
+        if steps_per_epoch < 0:
+            raise ValueError(f"steps_per_epoch must be >= 0 (got {steps_per_epoch})")
         groups_arr = np.arange(len(labels)) if groups is None else np.asarray(groups)
         if len(groups_arr) != len(labels):
             raise ValueError("groups and labels differ in length")
@@ -65,6 +70,7 @@ class ClassBalancedBatchSampler:
         self.rank = int(rank)
         self.world_size = int(world_size)
         self.epoch = 0
+        self._exhaust_cache: tuple[int, list] | None = None
 
         # system -> list of groups -> array of item positions (the group's versions)
         self.systems: list[int] = []
@@ -103,20 +109,50 @@ class ClassBalancedBatchSampler:
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
+        self._exhaust_cache: tuple[int, list] | None = None
 
     def __len__(self) -> int:
-        return self.steps_per_epoch
+        return self.steps_per_epoch if self.steps_per_epoch else len(self._exhaust_batches())
+
+    def _pick(self, rng: np.random.Generator, s: int, groups_idx) -> list[tuple[int, int]]:
+        out = []
+        for g in groups_idx:
+            versions = self.members[s][g]
+            pos = versions[rng.integers(len(versions))] if len(versions) > 1 else versions[0]
+            out.append((int(pos), int(rng.integers(2**31 - 1))))
+        return out
+
+    def _exhaust_batches(self) -> list[list[tuple[int, int]]]:
+        cache = getattr(self, "_exhaust_cache", None)
+        if cache is not None and cache[0] == self.epoch:
+            return cache[1]
+        rng = np.random.default_rng([self.seed, self.epoch])
+        orders = [rng.permutation(len(groups)) for groups in self.members]
+        used = [0] * len(self.systems)
+        batches = []
+        while True:
+            chosen = rng.choice(len(self.systems), size=self.n_systems, replace=False)
+            if any(used[s] + self.n_clips > len(orders[s]) for s in chosen):
+                break
+            batch: list[tuple[int, int]] = []
+            for s in chosen:
+                batch += self._pick(rng, s, orders[s][used[s] : used[s] + self.n_clips])
+                used[s] += self.n_clips
+            batches.append(batch)
+        usable = len(batches) // self.world_size * self.world_size
+        mine = batches[:usable][self.rank :: self.world_size]
+        self._exhaust_cache = (self.epoch, mine)
+        return mine
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        if not self.steps_per_epoch:
+            yield from self._exhaust_batches()
+            return
         rng = np.random.default_rng([self.seed, self.epoch, self.rank, self.world_size])
         for _ in range(self.steps_per_epoch):
             batch: list[tuple[int, int]] = []
-            chosen = rng.choice(len(self.systems), size=self.n_systems, replace=False)
-            for s in chosen:
-                groups = self.members[s]
-                picked = rng.choice(len(groups), size=self.n_clips, replace=False)
-                for g in picked:
-                    versions = groups[g]
-                    pos = versions[rng.integers(len(versions))] if len(versions) > 1 else versions[0]
-                    batch.append((int(pos), int(rng.integers(2**31 - 1))))
+            for s in rng.choice(len(self.systems), size=self.n_systems, replace=False):
+                batch += self._pick(
+                    rng, s, rng.choice(len(self.members[s]), size=self.n_clips, replace=False)
+                )
             yield batch

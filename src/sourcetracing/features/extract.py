@@ -3,17 +3,24 @@
 Plan: per split, the clips in protocol order are grouped into shards of
 ``max(1, features.shard_size // n_versions)`` clips (all versions of a clip in one shard), named
 ``<split>-00000``, ... Shard k of the global list goes to rank ``k % world_size`` under torchrun.
-A DataLoader decodes, crops and augments clips in worker processes while the front end runs
-batched in the main process. Complete shards are kept on a rerun, so an interrupted run resumes;
-batches never cross shard boundaries, so the result is identical to an uninterrupted run.
-Unusable clips go to ``skipped.csv``; a split with too many of them stops the step before the
-index is written.
+A DataLoader decodes, crops and augments clips in worker processes (which die with their parent)
+while the front end runs batched in the main process; finished shards are written by a writer
+thread so the front end never waits for the disk.
+
+Each shard carries a fingerprint of what its features depend on; a rerun recomputes exactly the
+shards whose fingerprint changed (another shard size, a changed clip list, a changed file, another
+augmentation corpus) and keeps the others, so an interrupted run resumes and gives the identical
+store. The index is rebuilt from the current protocols every time. Unusable clips go to
+``skipped.csv`` with the reason; a split with too many of them stops the step before the index is
+written.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,44 +28,44 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from sourcetracing.config import Config, config_hash, resolve_device
 from sourcetracing.data.audio import AudioError, clip_samples, crop_or_pad, load_audio
-from sourcetracing.data.augment import VERSION_IDS, Augmenter, crop_rng
-from sourcetracing.data.protocols import prepare_splits
-from sourcetracing.distributed import DistInfo, barrier, init_distributed, rank_device
+from sourcetracing.data.augment import VERSION_IDS, Augmenter, crop_rng, list_audio_files
+from sourcetracing.data.protocols import prepare_splits, split_summary
+from sourcetracing.distributed import DistInfo, barrier, die_with_parent, init_distributed, rank_device
+from sourcetracing.errors import DataError
 from sourcetracing.features.frontends import FrontEnd, build_frontend
 from sourcetracing.features.store import (
-    INDEX_COLUMNS,
     SKIPPED_COLUMNS,
+    clean_shard_leftovers,
     finalize_store,
-    shard_complete,
+    shard_fingerprint,
     store_dir,
     store_settings,
     to_store_dtype,
     write_shard,
 )
+from sourcetracing.progress import progress
+from sourcetracing.provenance import data_digest, step_lock
 
 log = logging.getLogger(__name__)
 
-# the index columns that come from the protocol (version, shard and row are added per stored row)
-ROW_COLUMNS = [c for c in INDEX_COLUMNS if c not in ("version", "shard", "row")]
 
-
-class ExtractionError(RuntimeError):
+class ExtractionError(DataError):
     """Feature extraction cannot finish (too many bad clips, missing shards, bad settings)."""
 
 
 @dataclass
 class ShardPlan:
-    """One shard: its name, split, clips (annotated protocol rows) and the versions of each clip."""
+    """One shard: its name, split, clips (annotated protocol rows), versions and fingerprint."""
 
     name: str
     split: str
     clips: pd.DataFrame
     versions: list[str]
     random_crop: bool
+    fingerprint: str = ""
 
 
 def split_versions(cfg: Config, split: str) -> list[str]:
@@ -76,19 +83,48 @@ def split_versions(cfg: Config, split: str) -> list[str]:
     return ["original"]
 
 
+def _file_stamp(path: Path) -> list:
+    try:
+        st = path.stat()
+    except OSError:
+        return [None, None]
+    return [st.st_size, st.st_mtime_ns]
+
+
+def augmentation_sources(cfg: Config) -> str:
+    """A digest of the augmentation corpora (file names and sizes under MUSAN and RIRS_NOISES)."""
+    folders = [Path(cfg.augment.musan) / v for v in ("noise", "music", "speech")]
+    folders.append(Path(cfg.augment.rirs) / "simulated_rirs")
+    listing = []
+    for folder in folders:
+        for f in list_audio_files(str(folder)):
+            listing.append([os.path.relpath(f, folder.parent), _file_stamp(Path(f))[0]])
+    return data_digest(listing)
+
+
 def plan_shards(cfg: Config, splits: dict[str, pd.DataFrame]) -> list[ShardPlan]:
-    """The global, ordered list of shards (splits in config order, clips in protocol order)."""
+    """The global, ordered list of shards (splits in config order, clips in protocol order), fingerprinted."""
+    settings = config_hash(store_settings(cfg))
+    root = Path(cfg.data.root)
+    sources = None
     plans = []
     for split, df in splits.items():
         versions = split_versions(cfg, split)
+        augmented = versions != ["original"]
+        if augmented and sources is None:
+            sources = augmentation_sources(cfg)
         per_shard = max(1, int(cfg.features.shard_size) // len(versions))
         df = df.reset_index(drop=True)
         for k, start in enumerate(range(0, len(df), per_shard)):
-            plans.append(
-                ShardPlan(
-                    f"{split}-{k:05d}", split, df.iloc[start : start + per_shard], versions, split == "train"
-                )
+            clips = df.iloc[start : start + per_shard]
+            stamps = [
+                [c, p, *_file_stamp(root / p)] for c, p in zip(clips["clip_id"], clips["path"], strict=True)
+            ]
+            name = f"{split}-{k:05d}"
+            fingerprint = data_digest(
+                [settings, name, versions, split == "train", stamps, sources if augmented else None]
             )
+            plans.append(ShardPlan(name, split, clips, versions, split == "train", fingerprint))
     return plans
 
 
@@ -106,13 +142,20 @@ class ClipDataset(Dataset):
     """Decodes, crops and augments clips: item ``i`` -> ``(i, waves [V, S] or None, reason, detail)``."""
 
     def __init__(
-        self, jobs: list[ClipJob], augmenter: Augmenter, sample_rate: int, num_samples: int, seed: int
+        self,
+        jobs: list[ClipJob],
+        augmenter: Augmenter,
+        sample_rate: int,
+        num_samples: int,
+        seed: int,
+        min_len_s: float = 0.0,
     ):
         self.jobs = jobs
         self.augmenter = augmenter
         self.sample_rate = sample_rate
         self.num_samples = num_samples
         self.seed = seed
+        self.min_len_s = min_len_s
 
     def __len__(self) -> int:
         return len(self.jobs)
@@ -120,7 +163,7 @@ class ClipDataset(Dataset):
     def __getitem__(self, i: int):
         job = self.jobs[i]
         try:
-            wave = load_audio(job.path, self.sample_rate)
+            wave = load_audio(job.path, self.sample_rate, min_len_s=self.min_len_s)
         except AudioError as err:
             return i, None, err.reason, err.detail
         rng = crop_rng(self.seed, job.clip_id) if job.random_crop else None
@@ -140,6 +183,7 @@ class _ShardState:
     rows: list[dict] = field(default_factory=list)
     features: list[np.ndarray] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
+    seen: int = 0
 
     def n_pending(self) -> int:
         return sum(len(w) for w in self.pending)
@@ -152,17 +196,23 @@ def _run_frontend(frontend: FrontEnd, state: _ShardState, batch_size: int, final
     waves = np.concatenate(state.pending)
     n_full = len(waves) if final else (len(waves) // batch_size) * batch_size
     for start in range(0, n_full, batch_size):
-        feats = frontend(torch.from_numpy(waves[start : min(start + batch_size, n_full)]))
-        feats = to_store_dtype(feats).cpu().numpy()
-        state.features.append(feats)
+        batch = torch.from_numpy(waves[start : min(start + batch_size, n_full)])
+        try:
+            feats = frontend(batch)
+        except torch.OutOfMemoryError as err:
+            raise ExtractionError(
+                f"out of GPU memory at features.batch_size={batch_size}: try features.batch_size="
+                f"{max(1, batch_size // 2)}"
+            ) from err
+        state.features.append(to_store_dtype(feats).cpu().numpy())
     state.pending = [waves[n_full:]] if n_full < len(waves) else []
 
 
 def _write(directory: Path, state: _ShardState, shape: tuple[int, int]) -> None:
     feats = np.concatenate(state.features) if state.features else np.zeros((0, *shape), dtype=np.float16)
-    rows = pd.DataFrame(state.rows, columns=[*ROW_COLUMNS, "version"])
+    rows = pd.DataFrame(state.rows, columns=["clip_id", "split", "version"])
     skipped = pd.DataFrame(state.skipped, columns=SKIPPED_COLUMNS)
-    write_shard(directory, state.plan.name, feats, rows, skipped)
+    write_shard(directory, state.plan.name, feats, rows, skipped, fingerprint=state.plan.fingerprint)
 
 
 def broadcast_from_main(info: DistInfo, value):
@@ -176,6 +226,27 @@ def broadcast_from_main(info: DistInfo, value):
     return box[0]
 
 
+class _Writer:
+    """Writes finished shards on a background thread (at most ``depth`` waiting), errors re-raised."""
+
+    def __init__(self, depth: int = 2):
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
+        self.pending: list[Future] = []
+        self.depth = depth
+
+    def submit(self, fn, *args) -> None:
+        self.pending.append(self.pool.submit(fn, *args))
+        while len(self.pending) > self.depth:
+            self.pending.pop(0).result()
+
+    def close(self) -> None:
+        try:
+            for f in self.pending:
+                f.result()
+        finally:
+            self.pool.shutdown(wait=True)
+
+
 def _extract_shards(
     cfg: Config,
     plans: list[ShardPlan],
@@ -184,7 +255,7 @@ def _extract_shards(
     split_sizes: dict[str, int],
     info: DistInfo,
 ) -> None:
-    """Compute and write the given shards (all of them missing) on this rank."""
+    """Compute and write the given shards on this rank."""
     sample_rate = int(cfg.data.sample_rate)
     num_samples = clip_samples(cfg)
     frontend = build_frontend(cfg.frontend, device, sample_rate=sample_rate)
@@ -197,10 +268,12 @@ def _extract_shards(
             owner.append(s)
         last_of.add(len(jobs) - 1)
     states = {s: _ShardState(plan) for s, plan in enumerate(plans)}
-    empty = [s for s, plan in enumerate(plans) if len(plan.clips) == 0]
-    for s in empty:
-        _write(directory, states.pop(s), shape)
-    dataset = ClipDataset(jobs, Augmenter.from_config(cfg), sample_rate, num_samples, int(cfg.seed))
+    writer = _Writer()
+    for s in [s for s, plan in enumerate(plans) if len(plan.clips) == 0]:
+        writer.submit(_write, directory, states.pop(s), shape)
+    dataset = ClipDataset(
+        jobs, Augmenter.from_config(cfg), sample_rate, num_samples, int(cfg.seed), float(cfg.data.min_len_s)
+    )
     workers = int(cfg.features.num_workers)
     loader = DataLoader(
         dataset,
@@ -209,53 +282,72 @@ def _extract_shards(
         num_workers=workers,
         collate_fn=_identity,
         prefetch_factor=4 if workers > 0 else None,
+        worker_init_fn=die_with_parent if workers > 0 else None,
     )
-    batch_size = max(1, int(cfg.features.batch_size))
+    batch_size = int(cfg.features.batch_size)
     max_bad = float(cfg.data.max_bad_fraction)
     bad = Counter()
+    bad_rows: list[dict] = []
     checked_shape = False
-    bar = tqdm(loader, total=len(jobs), desc=f"features (rank {info.rank})", unit="clip", position=info.rank)
-    for i, waves, reason, detail in bar:
-        state = states[owner[i]]
-        plan = state.plan
-        clip = plan.clips.iloc[len(state.rows) // len(plan.versions) + len(state.skipped)]
-        if reason is not None:
-            state.skipped.append(
-                {"split": plan.split, "clip_id": clip["clip_id"], "path": clip["path"], "reason": reason}
-            )
-            log.debug("skipped %s: %s %s", clip["path"], reason, detail)
-            bad[plan.split] += 1
-            if bad[plan.split] > max_bad * split_sizes[plan.split]:
-                raise ExtractionError(
-                    f"split '{plan.split}': {bad[plan.split]} of {split_sizes[plan.split]} clips are unusable (more than "
-                    f"data.max_bad_fraction={max_bad}); last one {clip['path']}: {reason} {detail}. "
-                    "Fix the data (see the shards' .skipped.csv) or raise data.max_bad_fraction."
+    bar = progress(
+        loader, total=len(jobs), desc=f"features (rank {info.rank})", unit="clip", position=info.rank
+    )
+    try:
+        for i, waves, reason, detail in bar:
+            state = states[owner[i]]
+            plan = state.plan
+            clip = plan.clips.iloc[state.seen]
+            state.seen += 1
+            if reason is not None:
+                row = {
+                    "split": plan.split,
+                    "clip_id": clip["clip_id"],
+                    "path": clip["path"],
+                    "reason": reason,
+                    "detail": detail,
+                }
+                state.skipped.append(row)
+                bad_rows.append(row)
+                log.debug("skipped %s: %s %s", clip["path"], reason, detail)
+                bad[plan.split] += 1
+                if bad[plan.split] > max_bad * split_sizes[plan.split]:
+                    partial = directory / f"skipped_partial_rank{info.rank}.csv"
+                    pd.DataFrame(bad_rows, columns=SKIPPED_COLUMNS).to_csv(partial, index=False)
+                    raise ExtractionError(
+                        f"split '{plan.split}': {bad[plan.split]} of {split_sizes[plan.split]} clips are unusable "
+                        f"(more than data.max_bad_fraction={max_bad}); last one {clip['path']}: {reason}: {detail}. "
+                        f"The unusable clips found so far are listed in {partial}. Fix the data or raise "
+                        "data.max_bad_fraction."
+                    )
+            else:
+                state.rows.extend(
+                    {"clip_id": clip["clip_id"], "split": plan.split, "version": v} for v in plan.versions
                 )
-        else:
-            base = {c: clip[c] for c in ROW_COLUMNS}
-            state.rows.extend({**base, "version": v} for v in plan.versions)
-            state.pending.append(waves)
-            if state.n_pending() >= batch_size:
-                _run_frontend(frontend, state, batch_size, final=False)
-        if i in last_of:
-            _run_frontend(frontend, state, batch_size, final=True)
-            if not checked_shape and state.features:
-                got = tuple(state.features[0].shape[1:])
-                if got != tuple(shape):
-                    raise ExtractionError(f"front end produced frames {got}, expected {tuple(shape)}")
-                checked_shape = True
-            _write(directory, states.pop(owner[i]), shape)
-    bar.close()
+                state.pending.append(waves)
+                if state.n_pending() >= batch_size:
+                    _run_frontend(frontend, state, batch_size, final=False)
+            if i in last_of:
+                _run_frontend(frontend, state, batch_size, final=True)
+                if not checked_shape and state.features:
+                    got = tuple(state.features[0].shape[1:])
+                    if got != tuple(shape):
+                        raise ExtractionError(f"front end produced frames {got}, expected {tuple(shape)}")
+                    checked_shape = True
+                writer.submit(_write, directory, states.pop(owner[i]), shape)
+    finally:
+        bar.close()
+        writer.close()
 
 
-def _shard_shape(directory: Path, name: str) -> tuple[int, int]:
-    arr = np.load(directory / "shards" / f"{name}.npy", mmap_mode="r")
-    return int(arr.shape[1]), int(arr.shape[2])
-
-
-def _finalize(cfg: Config, plans: list[ShardPlan], directory: Path, splits: dict[str, pd.DataFrame]) -> dict:
+def _finalize(
+    cfg: Config,
+    plans: list[ShardPlan],
+    directory: Path,
+    splits: dict[str, pd.DataFrame],
+    shape: tuple[int, int],
+) -> dict:
     """Check completeness and bad-clip fractions, then merge the index and write meta.json."""
-    missing = [p.name for p in plans if not shard_complete(directory, p.name)]
+    missing = [p.name for p in plans if shard_fingerprint(directory, p.name) != p.fingerprint]
     if missing:
         raise ExtractionError(
             f"{len(missing)} shard(s) missing after extraction (first: {missing[:3]}); rerun the step"
@@ -266,18 +358,9 @@ def _finalize(cfg: Config, plans: list[ShardPlan], directory: Path, splits: dict
     for split, df in splits.items():
         names = [p.name for p in plans if p.split == split]
         skipped = [pd.read_csv(shard_dir / f"{n}.skipped.csv", keep_default_na=False) for n in names]
-        rows = [
-            pd.read_csv(shard_dir / f"{n}.csv", keep_default_na=False, usecols=["clip_id"]) for n in names
-        ]
         n_skipped = sum(len(s) for s in skipped)
         reasons = Counter(r for s in skipped for r in s["reason"])
-        counts[split] = {
-            "clips": len(df),
-            "stored_clips": len(df) - n_skipped,
-            "rows": sum(len(r) for r in rows),
-            "skipped": n_skipped,
-            "skipped_reasons": dict(sorted(reasons.items())),
-        }
+        counts[split] = {"clips": len(df), "skipped_reasons": dict(sorted(reasons.items()))}
         if len(df) and n_skipped > float(cfg.data.max_bad_fraction) * len(df):
             problems.append(f"split '{split}': {n_skipped} of {len(df)} clips unusable ({dict(reasons)})")
     if problems:
@@ -285,13 +368,12 @@ def _finalize(cfg: Config, plans: list[ShardPlan], directory: Path, splits: dict
             "too many unusable clips (data.max_bad_fraction="
             f"{cfg.data.max_bad_fraction}); no index written:\n  "
             + "\n  ".join(problems)
-            + f"\nSee {shard_dir}/*.skipped.csv."
+            + f"\nThe clips and reasons are listed in {shard_dir}/<shard>.skipped.csv."
         )
     settings = store_settings(cfg)
-    shape = _shard_shape(directory, plans[0].name) if plans else (0, 0)
+    annotated = pd.concat(list(splits.values()), ignore_index=True)
     meta = {
-        "frontend": dict(cfg.frontend),
-        "layer": cfg.frontend.layer if cfg.frontend.name == "hf_ssl" else None,
+        "frontend": settings["frontend"],
         "shape": list(shape),
         "dtype": "float16",
         "config_hash": config_hash(settings),
@@ -299,23 +381,34 @@ def _finalize(cfg: Config, plans: list[ShardPlan], directory: Path, splits: dict
         "sample_rate": int(cfg.data.sample_rate),
         "num_samples": clip_samples(cfg),
         "versions": {split: split_versions(cfg, split) for split in splits},
+        "protocols": {
+            split: data_digest([df["path"].tolist(), df["model_name"].tolist()])
+            for split, df in splits.items()
+        },
         "counts": counts,
     }
-    finalize_store(directory, [p.name for p in plans], meta)
-    return meta
+    for stale in directory.glob("skipped_partial_rank*.csv"):
+        stale.unlink()
+    return finalize_store(directory, [p.name for p in plans], meta, annotated)
 
 
 def summary_table(meta: dict) -> pd.DataFrame:
-    """Per-split counts of a finished store (clips, stored clips, rows, skipped clips and why)."""
+    """Per-split counts of a finished store: protocol clips, stored clips and rows, skipped clips and why."""
     table = pd.DataFrame(meta["counts"]).T
+    for col in ("stored_clips", "rows", "skipped"):
+        if col not in table:
+            table[col] = 0
+    table[["stored_clips", "rows", "skipped"]] = (
+        table[["stored_clips", "rows", "skipped"]].fillna(0).astype(int)
+    )
     table["skipped_reasons"] = table["skipped_reasons"].map(
         lambda d: ", ".join(f"{k}: {v}" for k, v in d.items()) or "-"
     )
-    return table
+    return table[["clips", "stored_clips", "rows", "skipped", "skipped_reasons"]]
 
 
 def run_extraction(cfg: Config, info: DistInfo | None = None) -> Path:
-    """Build (or resume) the feature store of ``cfg`` for all splits; returns its folder.
+    """Build (or bring up to date) the feature store of ``cfg`` for all splits; returns its folder.
 
     Under ``torchrun`` each rank computes its shards and rank 0 finalizes the merged index.
     """
@@ -324,27 +417,50 @@ def run_extraction(cfg: Config, info: DistInfo | None = None) -> Path:
     device = rank_device(device, info)
     splits, _ = prepare_splits(cfg)
     directory = store_dir(cfg)
-    plans = plan_shards(cfg, splits)
-    mine = [p for k, p in enumerate(plans) if k % info.world_size == info.rank]
-    todo = [p for p in mine if not shard_complete(directory, p.name)]
-    if info.is_main:
-        who = f"rank 0 of {info.world_size}" if info.enabled else "this run"
-        print(
-            f"feature store {directory}: {len(plans)} shard(s); {who} computes {len(todo)} of {len(mine)} (the rest are done)"
-        )
-    if todo:
-        split_sizes = {s: len(df) for s, df in splits.items()}
-        _extract_shards(cfg, todo, directory, device, split_sizes, info)
-    barrier(info)
-    meta = None
-    if info.is_main:
-        meta = _finalize(cfg, plans, directory, splits)
-        print(summary_table(meta).to_string())
-        total_skipped = sum(c["skipped"] for c in meta["counts"].values())
-        rows = sum(c["rows"] for c in meta["counts"].values())
-        print(
-            f"feature store written: {directory} ({rows} rows of {meta['shape'][0]}x{meta['shape'][1]} float16, "
-            f"{total_skipped} clip(s) skipped -> skipped.csv)"
-        )
-    barrier(info)
+    directory.mkdir(parents=True, exist_ok=True)
+    lock = step_lock(directory / ".lock", f"the feature store {directory}") if info.is_main else None
+    if lock is not None:
+        lock.__enter__()
+    try:
+        barrier(info)
+        if info.is_main:
+            clean_shard_leftovers(directory)
+        barrier(info)
+        plans = plan_shards(cfg, splits)
+        mine = [p for k, p in enumerate(plans) if k % info.world_size == info.rank]
+        todo = [p for p in mine if shard_fingerprint(directory, p.name) != p.fingerprint]
+        if info.is_main:
+            who = f"rank 0 of {info.world_size}" if info.enabled else "this run"
+            print(
+                f"feature store {directory}: {len(plans)} shard(s); {who} computes {len(todo)} of {len(mine)} (the rest are up to date)"
+            )
+        if todo:
+            split_sizes = {s: len(df) for s, df in splits.items()}
+            _extract_shards(cfg, todo, directory, device, split_sizes, info)
+        barrier(info)
+        if info.is_main:
+            frontend_shape = _store_shape(cfg, directory, plans)
+            meta = _finalize(cfg, plans, directory, splits, frontend_shape)
+            print(summary_table(meta).to_string())
+            print(
+                f"feature store written: {directory} ({meta['rows']} rows of {meta['shape'][0]}x{meta['shape'][1]} "
+                f"float16, {meta['skipped']} clip(s) skipped -> skipped.csv)"
+            )
+        barrier(info)
+    finally:
+        if lock is not None:
+            lock.__exit__(None, None, None)
     return directory
+
+
+def _store_shape(cfg: Config, directory: Path, plans: list[ShardPlan]) -> tuple[int, int]:
+    """The frame shape of the stored features (from a non-empty shard, else from the front end)."""
+    for p in plans:
+        arr = np.load(directory / "shards" / f"{p.name}.npy", mmap_mode="r")
+        if arr.shape[0]:
+            return int(arr.shape[1]), int(arr.shape[2])
+    frontend = build_frontend(cfg.frontend, "cpu", sample_rate=int(cfg.data.sample_rate))
+    return tuple(frontend.output_shape(clip_samples(cfg)))  # type: ignore[return-value]
+
+
+__all__ = ["ExtractionError", "plan_shards", "run_extraction", "split_summary", "summary_table"]

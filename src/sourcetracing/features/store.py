@@ -1,16 +1,20 @@
 """The feature store: float16 shards (``.npy``, memory-mappable) plus an index and metadata.
 
-Layout of one store (one folder per front-end configuration, named ``<frontend>-<hash>``)::
+Layout of one store (one folder per front-end and audio setting, named ``<frontend>-<hash>``)::
 
-    meta.json              front end, layer, frame shape, dtype, config hash, counts
-    index.csv              one row per stored clip x version (merged from the shard indexes)
-    skipped.csv            clips that could not be used (path, reason)
+    meta.json              store id, settings, frame shape, dtype, per-split counts of what was stored
+    index.csv              one row per stored clip x version, labelled from the current protocols
+    skipped.csv            clips that could not be used (split, clip_id, path, reason, detail)
     shards/<name>.npy      float16 [rows, frames, dim]
-    shards/<name>.csv      the index rows of that shard (row = position inside the shard)
+    shards/<name>.csv      the rows of that shard (clip_id, split, version, row)
     shards/<name>.skipped.csv
+    shards/<name>.json     the shard's fingerprint, written last: its presence marks the shard complete
 
-Every shard file is written under a temporary name and renamed, so a shard is either complete
-or absent; an interrupted run resumes by redoing only the absent shards.
+A shard's fingerprint covers everything its features depend on (the clips' paths, sizes and
+modification times, crop and augmentation settings, the seed, the augmentation corpora), never
+the system labels: a rerun reuses a shard only when its features would be identical, and the index
+is rebuilt from the current protocols every time, so a relabelled or renamed system never leaves
+a stale label behind.
 """
 
 from __future__ import annotations
@@ -23,7 +27,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sourcetracing.config import Config, config_hash, features_dir
+from sourcetracing.config import Config, config_hash
+from sourcetracing.errors import MissingInputError
+from sourcetracing.layout import ExperimentLayout
+from sourcetracing.provenance import atomic_write_text, data_digest
 
 INDEX_COLUMNS = [
     "clip_id",
@@ -39,9 +46,8 @@ INDEX_COLUMNS = [
     "row",
     "path",
 ]
-SKIPPED_COLUMNS = ["split", "clip_id", "path", "reason"]
-
-
+SHARD_COLUMNS = ["clip_id", "split", "version", "row"]
+SKIPPED_COLUMNS = ["split", "clip_id", "path", "reason", "detail"]
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
@@ -52,30 +58,46 @@ def to_store_dtype(features):
     return features.clamp(-FLOAT16_MAX, FLOAT16_MAX).to(torch.float16)
 
 
-class MissingFeaturesError(FileNotFoundError):
+class MissingFeaturesError(MissingInputError):
     """The feature store an experiment needs has not been built yet."""
 
 
 def store_settings(cfg: Config) -> dict:
-    """Everything that changes the stored features; its hash names the store folder."""
+    """Everything that changes the stored features, apart from the clips themselves; its hash names the folder."""
+    from sourcetracing.data.augment import AUGMENT_RECIPE
+    from sourcetracing.features.frontends import frontend_settings
+
+    augment = {k: v for k, v in cfg.augment.items() if k not in ("musan", "rirs")}
+    augment["recipe"] = AUGMENT_RECIPE
     return {
-        "frontend": dict(cfg.frontend),
-        "sample_rate": cfg.data.sample_rate,
-        "max_len_s": cfg.data.max_len_s,
-        "augment": {k: v for k, v in cfg.augment.items() if k not in ("musan", "rirs")},
-        "seed": cfg.seed,
+        "frontend": frontend_settings(cfg.frontend),
+        "sample_rate": int(cfg.data.sample_rate),
+        "max_len_s": float(cfg.data.max_len_s),
+        "min_len_s": float(cfg.data.min_len_s),
+        "augment": augment,
+        "seed": int(cfg.seed),
     }
 
 
 def store_dir(cfg: Config) -> Path:
-    """The folder of the store that matches this config's front-end settings."""
-    return features_dir(cfg) / f"{cfg.frontend.name}-{config_hash(store_settings(cfg))}"
+    """The folder of the store that matches this config's front-end, audio and augmentation settings."""
+    return ExperimentLayout.of(cfg).features_root / f"{cfg.frontend.name}-{config_hash(store_settings(cfg))}"
 
 
 def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     write(tmp)
     os.replace(tmp, path)
+
+
+def clean_shard_leftovers(directory: str | Path) -> int:
+    """Remove temporary files of interrupted shard writes; returns how many were removed."""
+    shard_dir = Path(directory) / "shards"
+    removed = 0
+    for p in shard_dir.glob(".*.tmp*") if shard_dir.is_dir() else ():
+        p.unlink(missing_ok=True)
+        removed += 1
+    return removed
 
 
 def write_shard(
@@ -84,17 +106,17 @@ def write_shard(
     features: np.ndarray,
     rows: pd.DataFrame,
     skipped: pd.DataFrame | None = None,
+    fingerprint: str = "",
 ) -> None:
-    """Write one complete shard atomically: the array, its index rows, then its skipped list.
+    """Write one complete shard atomically: array, rows, skipped list, then the fingerprint file.
 
-    The ``.csv`` is renamed last, so its presence marks the shard complete.
+    ``rows`` needs ``clip_id``, ``split`` and ``version``; the row number inside the shard is added.
     """
     shard_dir = Path(directory) / "shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
     if len(rows) != len(features):
         raise ValueError(f"shard {name}: {len(features)} feature rows but {len(rows)} index rows")
     rows = rows.copy()
-    rows["shard"] = name
     rows["row"] = np.arange(len(rows))
     arr = np.ascontiguousarray(features, dtype=np.float16)
 
@@ -102,23 +124,63 @@ def write_shard(
         with open(tmp, "wb") as fh:
             np.save(fh, arr)
 
+    (shard_dir / f"{name}.json").unlink(missing_ok=True)  # incomplete until the fingerprint is back
     _atomic_write(shard_dir / f"{name}.npy", save_npy)
     skipped = skipped if skipped is not None else pd.DataFrame(columns=SKIPPED_COLUMNS)
     _atomic_write(shard_dir / f"{name}.skipped.csv", lambda tmp: skipped.to_csv(tmp, index=False))
-    _atomic_write(shard_dir / f"{name}.csv", lambda tmp: rows[INDEX_COLUMNS].to_csv(tmp, index=False))
+    _atomic_write(shard_dir / f"{name}.csv", lambda tmp: rows[SHARD_COLUMNS].to_csv(tmp, index=False))
+    info = {"name": name, "fingerprint": fingerprint, "rows": len(rows), "shape": list(arr.shape[1:])}
+    _atomic_write(shard_dir / f"{name}.json", lambda tmp: tmp.write_text(json.dumps(info)))
 
 
-def shard_complete(directory: str | Path, name: str) -> bool:
+def shard_fingerprint(directory: str | Path, name: str) -> str | None:
+    """The fingerprint a complete shard was written with (None when the shard is absent or incomplete)."""
     shard_dir = Path(directory) / "shards"
-    return all((shard_dir / f"{name}{ext}").is_file() for ext in (".npy", ".csv", ".skipped.csv"))
+    info = shard_dir / f"{name}.json"
+    if not info.is_file() or not all(
+        (shard_dir / f"{name}{e}").is_file() for e in (".npy", ".csv", ".skipped.csv")
+    ):
+        return None
+    return json.loads(info.read_text()).get("fingerprint")
 
 
-def finalize_store(directory: str | Path, shard_names: Sequence[str], meta: dict) -> None:
-    """Merge the shard indexes (in the given order) into ``index.csv`` and write ``meta.json``."""
+def finalize_store(
+    directory: str | Path,
+    shard_names: Sequence[str],
+    meta: dict,
+    annotated: pd.DataFrame | None = None,
+) -> dict:
+    """Merge the shards' rows (in order) into ``index.csv``, labelled from ``annotated``; write ``meta.json``.
+
+    ``annotated`` holds the current protocol rows of every split (columns of :data:`INDEX_COLUMNS`
+    apart from version/shard/row); without it the shard rows must carry those columns themselves.
+    Shards of the folder that are not in ``shard_names`` (an older plan) are deleted.
+    Returns the meta written (with ``store_id`` and per-split ``counts`` of what was stored).
+    """
     directory = Path(directory)
     shard_dir = directory / "shards"
-    parts = [pd.read_csv(shard_dir / f"{n}.csv", keep_default_na=False) for n in shard_names]
-    index = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=INDEX_COLUMNS)
+    keep = set(shard_names)
+    for p in shard_dir.glob("*") if shard_dir.is_dir() else ():
+        stem = p.name.split(".")[0]
+        if stem and stem not in keep and not p.name.startswith("."):
+            p.unlink()
+    parts = []
+    for n in shard_names:
+        part = pd.read_csv(shard_dir / f"{n}.csv", keep_default_na=False)
+        part["shard"] = n
+        parts.append(part)
+    rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[*SHARD_COLUMNS, "shard"])
+    if annotated is not None:
+        labels = annotated[[c for c in INDEX_COLUMNS if c not in ("version", "shard", "row")]]
+        index = rows[["clip_id", "split", "version", "shard", "row"]].merge(
+            labels, on=["split", "clip_id"], how="left", validate="many_to_one"
+        )
+        missing = index["model_name"].isna()
+        if missing.any():
+            raise ValueError(f"{int(missing.sum())} stored rows are not in the protocols (stale shards)")
+    else:
+        index = rows
+    index = index[INDEX_COLUMNS]
     skipped_parts = [pd.read_csv(shard_dir / f"{n}.skipped.csv", keep_default_na=False) for n in shard_names]
     skipped_parts = [p for p in skipped_parts if len(p)]
     skipped = (
@@ -126,14 +188,36 @@ def finalize_store(directory: str | Path, shard_names: Sequence[str], meta: dict
         if skipped_parts
         else pd.DataFrame(columns=SKIPPED_COLUMNS)
     )
-    _atomic_write(directory / "index.csv", lambda tmp: index.to_csv(tmp, index=False))
+    counts = {}
+    for split, part in index.groupby("split", sort=False):
+        counts[str(split)] = {
+            "stored_clips": int(part["clip_id"].nunique()),
+            "rows": len(part),
+            "skipped": int((skipped["split"] == split).sum()) if len(skipped) else 0,
+        }
+    fingerprints = [shard_fingerprint(directory, n) for n in shard_names]
+    index_text = index.to_csv(index=False)
+    store_id = data_digest([meta.get("config_hash"), fingerprints, index_text])
+    base = meta.get("counts", {})
+    merged = {
+        s: {**base.get(s, {}), **counts.get(s, {})} for s in [*base, *[s for s in counts if s not in base]]
+    }
+    meta = dict(
+        meta,
+        store_id=store_id,
+        rows=len(index),
+        skipped=len(skipped),
+        shards=list(shard_names),
+        counts=merged,
+    )
+    _atomic_write(directory / "index.csv", lambda tmp: tmp.write_text(index_text))
     _atomic_write(directory / "skipped.csv", lambda tmp: skipped.to_csv(tmp, index=False))
-    meta = dict(meta, rows=len(index), skipped=len(skipped), shards=list(shard_names))
-    _atomic_write(directory / "meta.json", lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
+    atomic_write_text(directory / "meta.json", json.dumps(meta, indent=2, default=str))
+    return meta
 
 
 class FeatureStore:
-    """Read access to a finished store: ``index`` (a DataFrame), ``meta`` and row loading."""
+    """Read access to a finished store: ``index`` (a DataFrame), ``meta``, ``store_id`` and row loading."""
 
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
@@ -154,13 +238,27 @@ class FeatureStore:
         """The store built for this config; a clear error naming the step to run when absent."""
         path = store_dir(cfg)
         if not (path / "meta.json").is_file():
-            others = sorted(p.name for p in features_dir(cfg).glob("*-*") if (p / "meta.json").is_file())
-            hint = f" (stores of other front-end settings exist: {others})" if others else ""
+            root = ExperimentLayout.of(cfg).features_root
+            others = sorted(p.name for p in root.glob("*-*") if (p / "meta.json").is_file())
+            hint = f" (stores of other settings exist: {others})" if others else ""
             raise MissingFeaturesError(
                 f"features for this config not found in {path}{hint}: run "
                 f"`python scripts/preprocess_dataset.py --config <your config>` first"
             )
         return cls(path)
+
+    @property
+    def store_id(self) -> str:
+        return str(self.meta.get("store_id", ""))
+
+    def provenance(self) -> dict:
+        """What a model trained on this store records: the store id and how to compute its features again."""
+        return {
+            "store_id": self.store_id,
+            "frontend": self.meta.get("frontend"),
+            "sample_rate": self.meta.get("sample_rate"),
+            "num_samples": self.meta.get("num_samples"),
+        }
 
     @property
     def frame_shape(self) -> tuple[int, int]:
@@ -190,8 +288,10 @@ class FeatureStore:
     def load(self, rows: pd.DataFrame) -> np.ndarray:
         """The float16 features of the given index rows, in their order: ``[n, frames, dim]``."""
         out = np.empty((len(rows), *self.frame_shape), dtype=np.float16)
-        for i, (shard, row) in enumerate(zip(rows["shard"], rows["row"], strict=True)):
-            out[i] = self.array(shard)[row]
+        shards, idx = rows["shard"].to_numpy(), rows["row"].to_numpy()
+        for shard in pd.unique(shards):
+            sel = np.flatnonzero(shards == shard)
+            out[sel] = self.array(shard)[idx[sel]]
         return out
 
     def __getstate__(self) -> dict:  # DataLoader workers reopen the memory maps themselves
@@ -201,7 +301,12 @@ class FeatureStore:
 
 
 class FeatureDataset:
-    """A torch-style dataset over some rows of a store: yields ``(float32 [T, D] tensor, label, position)``."""
+    """A torch-style dataset over some rows of a store: ``(float32 [T, D] tensor, label, position)``.
+
+    It also reads whole batches at once (``DataLoader`` calls ``__getitems__``): the rows of a batch
+    are gathered per shard in sorted order from the memory map and converted to float32 in one
+    step. Use it with ``collate_fn=collate_batch``.
+    """
 
     def __init__(self, store: FeatureStore, rows: pd.DataFrame):
         self.store = store
@@ -216,5 +321,28 @@ class FeatureDataset:
     def __getitem__(self, i: int):
         import torch
 
-        x = torch.from_numpy(np.asarray(self.store.array(self._shards[i])[self._row[i]], dtype=np.float32))
-        return x, int(self.labels[i]), i
+        pos = int(i[0]) if isinstance(i, (tuple, list)) else int(i)
+        x = torch.from_numpy(
+            np.asarray(self.store.array(self._shards[pos])[self._row[pos]], dtype=np.float32)
+        )
+        return x, int(self.labels[pos]), pos
+
+    def __getitems__(self, indices):
+        import torch
+
+        idx = np.asarray(
+            [int(i[0]) if isinstance(i, (tuple, list)) else int(i) for i in indices], dtype=np.int64
+        )
+        out = np.empty((len(idx), *self.store.frame_shape), dtype=np.float32)
+        shards, rows = self._shards[idx], self._row[idx]
+        for shard in np.unique(shards):
+            sel = np.flatnonzero(shards == shard)
+            order = np.argsort(rows[sel], kind="stable")
+            out[sel[order]] = self.store.array(shard)[rows[sel][order]]
+        labels = torch.from_numpy(np.asarray(self.labels[idx], dtype=np.int64))
+        return torch.from_numpy(out), labels, torch.from_numpy(idx)
+
+
+def collate_batch(batch):
+    """The collate function for :class:`FeatureDataset` batches (they arrive already stacked)."""
+    return batch

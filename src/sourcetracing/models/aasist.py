@@ -44,6 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sourcetracing.components import MODELS
+
 #: The model's default settings: those of the baseline's W2V-AASIST (``model`` config section).
 AASIST_DEFAULTS: dict = {
     "in_proj_dim": 128,
@@ -528,3 +530,6 @@ def state_dict_to_original(state: Mapping[str, torch.Tensor]) -> dict[str, torch
         key = ".".join(_TO_ORIGINAL_NAMES.get(part, part) for part in key.split("."))
         out[re.sub(r"^encoder\.(\d+)\.", r"encoder.\1.0.", key)] = value
     return out
+
+
+MODELS.register("aasist", defaults=AASIST_DEFAULTS)(AASIST)

@@ -5,12 +5,18 @@ The loss takes a batch of ``N`` systems x ``M`` clips embeddings ``e[j, i]`` and
 * centroids ``c_k = mean_i e[k, i]``, and for the clip's own system the *exclusive* centroid
   ``c_j^(-i) = (sum_m e[j, m] - e[j, i]) / (M - 1)`` (the clip left out);
 * the similarity matrix ``S[j, i, k] = w * cos(e[j, i], c_k) + b`` (``c_j^(-i)`` when ``k == j``),
-  with a learnable scale ``w`` (kept positive) and bias ``b``;
+  with a learnable scale ``w`` (kept positive) and bias ``b``. In the **softmax** variant ``b``
+  shifts every entry of a row equally and cancels in the softmax: it has no effect, gets no
+  gradient in exact arithmetic and is therefore a fixed buffer there, not a trained parameter.
+  Only the **contrast** variant (sigmoids) trains ``b``;
 * per clip, the **softmax** loss ``-S[j,i,j] + log sum_k exp S[j,i,k]`` or the **contrast** loss
   ``1 - sigmoid(S[j,i,j]) + max_{k != j} sigmoid(S[j,i,k])``.
 
 Everything is computed for the whole batch at once (no Python loop over systems or clips); the
 loop version of these formulas lives in :mod:`sourcetracing_tools.bench.ge2e_loss` as the reference.
+
+The encoders are registered in :data:`sourcetracing.components.ENCODERS` (``ge2e.encoder.name``,
+settings in ``ge2e.encoder.<name>``).
 
 Encoders (chosen by ``cfg.ge2e.encoder``):
 
@@ -24,7 +30,9 @@ Encoders (chosen by ``cfg.ge2e.encoder``):
 >>> emb = torch.randn(3, 4, 8)  # 3 systems x 4 clips x 8 dims
 >>> loss_fn(emb).shape
 torch.Size([])
->>> sorted(name for name, _ in loss_fn.named_parameters())
+>>> sorted(name for name, _ in loss_fn.named_parameters())  # b cancels in the softmax variant
+['w']
+>>> sorted(name for name, _ in GE2ELoss(variant="contrast").named_parameters())
 ['b', 'w']
 """
 
@@ -35,6 +43,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from sourcetracing.components import ENCODERS
 
 LOSS_VARIANTS = ("softmax", "contrast")
 W_MIN = 1e-6
@@ -75,7 +85,10 @@ def ge2e_per_clip(sim: torch.Tensor, variant: str) -> torch.Tensor:
 
 
 class GE2ELoss(nn.Module):
-    """GE2E loss with learnable ``w`` (clamped to >= 1e-6) and ``b``, both ``nn.Parameter``s.
+    """GE2E loss with a learnable scale ``w`` (clamped to >= 1e-6) and bias ``b``.
+
+    ``b`` is an ``nn.Parameter`` only for the ``contrast`` variant; for ``softmax`` it cancels
+    exactly and is kept as a fixed buffer (so no optimiser claims to train it).
 
     ``forward(emb)`` takes ``[N, M, D]`` embeddings, or ``[N*M, D]`` with ``n_systems`` given
     (system-major order, as :class:`sourcetracing.data.samplers.ClassBalancedBatchSampler` yields).
@@ -96,7 +109,10 @@ class GE2ELoss(nn.Module):
         self.variant = variant
         self.reduction = reduction
         self.w = nn.Parameter(torch.tensor(float(init_w)))
-        self.b = nn.Parameter(torch.tensor(float(init_b)))
+        if variant == "contrast":
+            self.b = nn.Parameter(torch.tensor(float(init_b)))
+        else:
+            self.register_buffer("b", torch.tensor(float(init_b)))
 
     def scale(self) -> torch.Tensor:
         """The positive scale actually used (``w`` clamped to >= 1e-6)."""
@@ -160,8 +176,11 @@ class StatsPooling(nn.Module):
         return torch.cat([mean, std], dim=-1)
 
 
+@ENCODERS.register("features", defaults={"hidden_dims": [256, 256], "channels": 128, "pooling": "attentive"})
 class FeatureEncoder(nn.Module):
     """Embeds cached frame features ``[B, T, D]`` into ``[B, hidden_dims[-1]]``; fast on CPU."""
+
+    needs = "features"
 
     def __init__(
         self,
@@ -193,13 +212,24 @@ class FeatureEncoder(nn.Module):
         return self.head(self.pool(h))
 
 
+@ENCODERS.register(
+    "hf_ssl",
+    defaults={
+        "model": "facebook/wav2vec2-base-960h",
+        "layer": -1,
+        "hidden_dims": [256, 256],
+        "freeze_feature_encoder": True,
+    },
+)
 class HFSSLEncoder(nn.Module):
     """A Hugging Face SSL model on raw waveforms ``[B, samples]`` -> mean-pooled ``hidden_states[layer]`` -> MLP.
 
     The waveform of each clip is normalised to zero mean and unit variance first (as the wav2vec2
     feature extractor does). ``freeze_feature_encoder`` keeps the convolutional front of the SSL
-    model fixed (the usual fine-tuning recipe; saves memory).
+    model fixed (the usual fine-tuning recipe; saves memory; the original fine-tuned it too).
     """
+
+    needs = "audio"
 
     def __init__(
         self,
@@ -239,37 +269,21 @@ class HFSSLEncoder(nn.Module):
 
 
 def encoder_config(cfg, input_dim: int | None = None) -> dict:
-    """The plain-data settings that rebuild an encoder (stored in checkpoints)."""
-    g = cfg.ge2e
-    if g.encoder == "features":
+    """The plain-data settings that rebuild the configured encoder (stored in checkpoints)."""
+    from sourcetracing.config import component_settings
+
+    settings = component_settings(cfg.ge2e.encoder)
+    if ENCODERS.get(settings["name"]).needs == "features":
         if input_dim is None:
             raise ValueError("the features encoder needs the feature dimension (input_dim)")
-        return {
-            "name": "features",
-            "input_dim": int(input_dim),
-            "hidden_dims": [int(d) for d in g.hidden_dims],
-            "channels": int(g.channels),
-            "pooling": str(g.pooling),
-        }
-    if g.encoder == "hf_ssl":
-        return {
-            "name": "hf_ssl",
-            "model": str(g.model),
-            "layer": int(g.layer),
-            "hidden_dims": [int(d) for d in g.hidden_dims],
-            "freeze_feature_encoder": bool(g.freeze_feature_encoder),
-        }
-    raise ValueError(f"unknown ge2e.encoder {g.encoder!r}; choose 'features' or 'hf_ssl'")
+        settings["input_dim"] = int(input_dim)
+    return settings
 
 
 def build_encoder(config: dict) -> nn.Module:
     """Build an encoder from :func:`encoder_config`'s dict."""
     kwargs = {k: v for k, v in config.items() if k != "name"}
-    if config["name"] == "features":
-        return FeatureEncoder(**kwargs)
-    if config["name"] == "hf_ssl":
-        return HFSSLEncoder(**kwargs)
-    raise ValueError(f"unknown GE2E encoder {config['name']!r}; choose 'features' or 'hf_ssl'")
+    return ENCODERS.get(config["name"])(**kwargs)
 
 
 class GE2EModel(nn.Module):

@@ -5,10 +5,14 @@ Files written to ``out_dir``:
 - ``OOD_eval_results.txt``: the original step's file: known-vs-OOD classification report on eval
   for the default scorer at the dev-EER threshold, with the EER and threshold lines;
 - ``ood_summary.csv``: one row per scorer x split x subset (``all``, ``seen_lang``,
-  ``unseen_lang`` and the four fine-grained cells); metrics that a subset cannot define
-  (an EER where all clips are known, say) are NaN;
+  ``unseen_lang``, the four fine-grained cells, ``language:<code>`` per language and
+  ``unseen_system:<name>`` per unseen system: that system's clips against all known clips);
+  metrics that a subset cannot define (an EER where all clips are known, say) are NaN. ``cllr``
+  is the Cllr (bits) of the scores calibrated on dev (:mod:`sourcetracing.ood.calibration`),
+  ``min_cllr`` the best any monotone calibration could reach on that subset;
 - ``scores_dev.tsv`` / ``scores_eval.tsv``: one row per clip, one column per scorer;
-- ``thresholds.json``: per scorer the dev-EER threshold and EER;
+- ``thresholds.json``: per scorer the dev-EER threshold and EER and the dev-fitted calibration
+  (score -> log-likelihood ratio OOD vs known);
 - ``roc_<split>.png`` / ``det_<split>.png``: every scorer on one plot.
 """
 
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -23,6 +28,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import classification_report, roc_curve
 
+from sourcetracing.ood.calibration import LogisticCalibration, cllr, min_cllr
 from sourcetracing.ood.metrics import (
     auroc,
     eer,
@@ -56,24 +62,40 @@ SUMMARY_COLUMNS = [
     "recall",
     "f1",
     "open_set_macro_f1",
+    "cllr",
+    "min_cllr",
 ]
+UNSEEN_SYSTEM = "unseen_system:"
+LANGUAGE = "language:"
 
 
 def _subsets(frame: pd.DataFrame) -> list[tuple[str, np.ndarray]]:
-    """(name, boolean mask) for the whole split, the language halves and the four cells (non-empty only)."""
+    """(name, boolean mask): the whole split, language halves, cells, each language, each unseen system."""
     out = [("all", np.ones(len(frame), dtype=bool))]
     cell = frame["cell"].astype(str).to_numpy()
     for lang in ("seen_lang", "unseen_lang"):
         out.append((lang, np.char.startswith(cell.astype(str), lang + "/")))
     for name in CELLS:
         out.append((name, cell == name))
+    language = frame["language"].astype(str).to_numpy()
+    for lang in sorted(set(language)):
+        out.append((LANGUAGE + lang, language == lang))
+    known = frame["known"].to_numpy(bool)
+    systems = frame["model_name"].astype(str).to_numpy()
+    for system in sorted(set(systems[~known])):
+        out.append((UNSEEN_SYSTEM + system, known | (systems == system)))
     return [(name, mask) for name, mask in out if mask.any()]
 
 
 def subset_metrics(
-    scores: np.ndarray, is_ood: np.ndarray, labels: np.ndarray, closed_pred: np.ndarray, threshold: float
+    scores: np.ndarray,
+    is_ood: np.ndarray,
+    labels: np.ndarray,
+    closed_pred: np.ndarray,
+    threshold: float,
+    calibration: LogisticCalibration | None = None,
 ) -> dict[str, float]:
-    """Every summary metric on one subset; ROC metrics are NaN when it holds only one class."""
+    """Every summary metric on one subset; ROC and Cllr metrics are NaN when it holds only one class."""
     both = bool(is_ood.any()) and bool((~is_ood).any())
     row: dict[str, float] = {
         "n": len(scores),
@@ -91,7 +113,19 @@ def subset_metrics(
         row["fpr_at_95tpr"] = fpr_at_tpr(scores, is_ood, 0.95)
     row.update(rates_at_threshold(scores, is_ood, threshold))
     row["open_set_macro_f1"] = open_set_macro_f1(labels, closed_pred, scores, threshold)
+    row["cllr"] = row["min_cllr"] = math.nan
+    if both:
+        if calibration is not None:
+            row["cllr"] = cllr(calibration.llr(scores), is_ood)
+        row["min_cllr"] = min_cllr(scores, is_ood)
     return row
+
+
+def fit_calibration(dev_scores: np.ndarray, dev_is_ood: np.ndarray) -> LogisticCalibration:
+    """The score -> llr calibration of one scorer, fitted on dev (warnings of degenerate dev data silenced)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return LogisticCalibration().fit(dev_scores, dev_is_ood)
 
 
 def _plot_curves(out_dir: Path, split: str, scores: Mapping[str, np.ndarray], is_ood: np.ndarray) -> None:
@@ -211,10 +245,12 @@ def write_ood_report(
     rows = []
     for name, per_split in scores.items():
         dev_eer, thr = eer(per_split["dev"], dev_ood)
+        calibration = fit_calibration(np.asarray(per_split["dev"], dtype=np.float64), dev_ood)
         thresholds[name] = {
             "threshold": thr,
             "dev_eer": dev_eer,
             "dev_auroc": auroc(per_split["dev"], dev_ood),
+            "calibration": calibration.to_dict(),
         }
         for split, frame in frames.items():
             s = np.asarray(per_split[split], dtype=np.float64)
@@ -222,7 +258,7 @@ def write_ood_report(
             labels = frame["label"].to_numpy(int)
             pred = np.asarray(preds[split]).astype(int)
             for subset, mask in _subsets(frame):
-                row = subset_metrics(s[mask], is_ood[mask], labels[mask], pred[mask], thr)
+                row = subset_metrics(s[mask], is_ood[mask], labels[mask], pred[mask], thr, calibration)
                 rows.append({"scorer": name, "split": split, "subset": subset, **row})
     if default_scorer == "auto":
         default_scorer = select_on_dev(thresholds)

@@ -7,10 +7,12 @@ OOD** for every scorer, so one threshold rule (``score >= threshold`` means OOD)
     scorer.fit(train_emb, train_logits, train_labels)
     ood_scores = scorer.score(emb, logits)
 
-A new scorer is one small class::
+A new scorer is one small class (in any module imported before the config is read; its settings
+section is ``ood.myscore``)::
 
-    @register("myscore")
+    @register("myscore", defaults={"alpha": 1.0})
     class MyScorer(Scorer):
+        needs = ("embeddings",)
         def fit(self, train_emb, train_logits, train_labels): ...; return self
         def score(self, emb, logits): return ...
 
@@ -30,42 +32,41 @@ from typing import Any
 import numpy as np
 import torch
 
-SCORERS: dict[str, type[Scorer]] = {}
+from sourcetracing.components import SCORERS
 
 
-def register(name: str) -> Callable[[type[Scorer]], type[Scorer]]:
-    """Class decorator adding a scorer to :data:`SCORERS` under ``name``."""
+def register(name: str, defaults: dict[str, Any] | None = None) -> Callable[[type[Scorer]], type[Scorer]]:
+    """Class decorator adding a scorer to :data:`SCORERS` under ``name`` (its config section: ``ood.<name>``)."""
 
     def wrap(cls: type[Scorer]) -> type[Scorer]:
-        if name in SCORERS:
-            raise ValueError(f"OOD scorer '{name}' registered twice")
         cls.name = name
-        SCORERS[name] = cls
-        return cls
+        return SCORERS.register(name, defaults=defaults)(cls)
 
     return wrap
 
 
 def build_scorer(name: str, **options: Any) -> Scorer:
-    """Instantiate a registered scorer; options it does not take are ignored.
+    """Instantiate a registered scorer with its defaults updated by ``options`` (others are ignored).
 
     >>> build_scorer("knn", k=3, chunk_size=10, unused=1).k
     3
-    >>> build_scorer("nope")
-    Traceback (most recent call last):
-    ...
-    KeyError: "unknown OOD scorer 'nope'; choose from: energy, knn, mahalanobis, maxlogit, msp, nsd"
+    >>> build_scorer("knn").k
+    5
     """
-    if name not in SCORERS:
-        raise KeyError(f"unknown OOD scorer '{name}'; choose from: {', '.join(sorted(SCORERS))}")
-    cls = SCORERS[name]
+    cls = SCORERS.get(name)
     accepted = inspect.signature(cls.__init__).parameters
-    return cls(**{k: v for k, v in options.items() if k in accepted})
+    merged = {**SCORERS.defaults(name), **options}
+    return cls(**{k: v for k, v in merged.items() if k in accepted})
 
 
-def scorer_options(ood_cfg: Any) -> dict[str, Any]:
-    """Scorer options from the config's ``ood`` section."""
-    return {"k": int(ood_cfg["knn_k"]), "chunk_size": int(ood_cfg["chunk_size"])}
+def scorer_options(ood_cfg: Any, name: str) -> dict[str, Any]:
+    """Options of one scorer from the config's ``ood`` section: its own section plus ``chunk_size``."""
+    return {**dict(ood_cfg.get(name) or {}), "chunk_size": int(ood_cfg["chunk_size"])}
+
+
+def applicable(name: str, has: set[str]) -> bool:
+    """Whether a scorer can run on a system that exports ``has`` (``{"embeddings", "logits"}``)."""
+    return set(SCORERS.get(name).needs) <= has
 
 
 def _f32(x: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -87,6 +88,7 @@ class Scorer:
 
     name: str = "base"
     state_keys: tuple[str, ...] = ()
+    needs: tuple[str, ...] = ("embeddings", "logits")  # what the system must export
 
     def fit(self, train_emb: np.ndarray, train_logits: np.ndarray, train_labels: np.ndarray) -> Scorer:
         return self
@@ -121,6 +123,8 @@ class Scorer:
 class MSPScorer(Scorer):
     """1 - maximum softmax probability."""
 
+    needs = ("logits",)
+
     def score(self, emb: np.ndarray, logits: np.ndarray) -> np.ndarray:
         return (1.0 - torch.softmax(_f32(logits), dim=1).max(dim=1).values).numpy()
 
@@ -129,6 +133,8 @@ class MSPScorer(Scorer):
 class MaxLogitScorer(Scorer):
     """Negative maximum logit."""
 
+    needs = ("logits",)
+
     def score(self, emb: np.ndarray, logits: np.ndarray) -> np.ndarray:
         return (-_f32(logits).max(dim=1).values).numpy()
 
@@ -136,6 +142,8 @@ class MaxLogitScorer(Scorer):
 @register("energy")
 class EnergyScorer(Scorer):
     """Negative free energy: ``-logsumexp(logits)``."""
+
+    needs = ("logits",)
 
     def score(self, emb: np.ndarray, logits: np.ndarray) -> np.ndarray:
         return (-torch.logsumexp(_f32(logits), dim=1)).numpy()
@@ -182,11 +190,12 @@ class NSDScorer(Scorer):
         return out
 
 
-@register("knn")
+@register("knn", defaults={"k": 5})
 class KNNScorer(Scorer):
     """Cosine distance to the k-th nearest training embedding (Sun et al. 2022), in chunks."""
 
     state_keys = ("bank",)
+    needs = ("embeddings",)
 
     def __init__(self, k: int = 5, chunk_size: int = 4096):
         self.k = int(k)
@@ -216,21 +225,28 @@ class KNNScorer(Scorer):
         return out
 
 
-@register("mahalanobis")
+@register("mahalanobis", defaults={"reg": 1e-6})
 class MahalanobisScorer(Scorer):
     """Minimum Mahalanobis distance to the class means (shared covariance, Lee et al. 2018).
 
-    The covariance is shrunk slightly (``reg`` times its mean variance on the diagonal) and
-    inverted with a pseudo-inverse, so it works with fewer clips than dimensions.
+    Everything is computed in float64 on embeddings centred on the training mean: the shared
+    covariance is shrunk slightly (``reg`` times its mean variance on the diagonal), factored
+    as ``V diag(s) V^T`` and turned into a whitening ``W = diag(s^-1/2) V^T`` (directions with
+    ``s`` below ``1e-12 * max(s)`` are dropped, as a pseudo-inverse would), and the distance to
+    each class mean is the squared norm of the *difference* of the whitened vectors, never
+    ``x'Px - 2x'Pm + m'Pm`` (which loses all precision when the embeddings sit far from the origin
+    along near-constant directions).
     """
 
-    state_keys = ("means", "precision")
+    state_keys = ("center", "whitening", "means")
+    needs = ("embeddings",)
 
     def __init__(self, chunk_size: int = 4096, reg: float = 1e-6):
         self.chunk_size = int(chunk_size)
         self.reg = float(reg)
-        self.means: np.ndarray | None = None
-        self.precision: np.ndarray | None = None
+        self.center: np.ndarray | None = None
+        self.whitening: np.ndarray | None = None
+        self.means: np.ndarray | None = None  # class means, already whitened [C, D']
 
     def fit(
         self, train_emb: np.ndarray, train_logits: np.ndarray, train_labels: np.ndarray
@@ -240,33 +256,93 @@ class MahalanobisScorer(Scorer):
         if len(classes) == 0:
             raise ValueError("mahalanobis: no labelled training embeddings")
         x = np.asarray(train_emb, dtype=np.float64)
+        keep = labels >= 0
+        center = x[keep].mean(axis=0)
+        x = x - center
         dim = x.shape[1]
         means = np.zeros((len(classes), dim))
         cov = np.zeros((dim, dim))
-        n = 0
         for i, c in enumerate(classes):
             xc = x[labels == c]
             means[i] = xc.mean(axis=0)
             centred = xc - means[i]
             cov += centred.T @ centred
-            n += len(xc)
-        cov /= max(n, 1)
-        cov += np.eye(dim) * self.reg * max(float(np.trace(cov)) / dim, 1e-12)
-        self.means = means.astype(np.float32)
-        self.precision = np.linalg.pinv(cov, hermitian=True).astype(np.float32)
+        cov /= max(int(keep.sum()), 1)
+        cov += np.eye(dim) * self.reg * max(float(np.trace(cov)) / dim, 1e-300)
+        s, v = np.linalg.eigh(cov)
+        usable = s > 1e-12 * max(float(s.max()), 1e-300)
+        whitening = (v[:, usable] / np.sqrt(s[usable])).T  # [D', D]
+        self.center = center
+        self.whitening = whitening
+        self.means = means @ whitening.T
         return self
 
     def score(self, emb: np.ndarray, logits: np.ndarray) -> np.ndarray:
-        if self.means is None or self.precision is None:
+        if self.means is None or self.whitening is None or self.center is None:
             raise RuntimeError("mahalanobis: call fit() before score()")
-        means = torch.from_numpy(np.asarray(self.means, dtype=np.float32))
-        prec = torch.from_numpy(np.asarray(self.precision, dtype=np.float32))
-        pm = means @ prec  # [C, D]
-        m_term = (pm * means).sum(dim=1)  # mu^T P mu
-        out = np.empty(len(emb), dtype=np.float32)
+        w = np.asarray(self.whitening, dtype=np.float64)
+        means = np.asarray(self.means, dtype=np.float64)
+        center = np.asarray(self.center, dtype=np.float64)
+        out = np.empty(len(emb), dtype=np.float64)
         for start in range(0, len(emb), self.chunk_size):
-            x = _f32(emb[start : start + self.chunk_size])
-            x_term = ((x @ prec) * x).sum(dim=1)  # x^T P x
-            d2 = x_term[:, None] - 2.0 * (x @ pm.T) + m_term[None, :]
-            out[start : start + len(x)] = d2.min(dim=1).values.clamp_min(0).sqrt().numpy()
+            z = (np.asarray(emb[start : start + self.chunk_size], dtype=np.float64) - center) @ w.T
+            best = np.full(len(z), np.inf)
+            for m in means:
+                d = z - m
+                np.minimum(best, np.einsum("ij,ij->i", d, d), out=best)
+            out[start : start + len(z)] = np.sqrt(best)
         return out
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero).
+
+    >>> l2_normalise(np.array([[3.0, 4.0], [0.0, 0.0]])).tolist()
+    [[0.6, 0.8], [0.0, 0.0]]
+    """
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norm, 1e-12)
+
+
+def class_centroids(emb: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Unit-length mean of the unit-length embeddings of each class ``[K, E]`` (NaN row for a class with no rows)."""
+    emb = l2_normalise(np.asarray(emb, dtype=np.float64))
+    labels = np.asarray(labels)
+    out = np.full((num_classes, emb.shape[1]), np.nan)
+    for k in range(num_classes):
+        sel = labels == k
+        if sel.any():
+            mean = emb[sel].mean(axis=0)
+            out[k] = mean / max(float(np.linalg.norm(mean)), 1e-12)
+    return out
+
+
+def centroid_similarities(emb: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Cosine similarity ``[n, K]`` to each centroid (``-inf`` for classes without a centroid)."""
+    sim = l2_normalise(np.asarray(emb, dtype=np.float64)) @ np.nan_to_num(centroids).T
+    return np.where(np.isnan(centroids).any(axis=1)[None, :], -np.inf, sim)
+
+
+@register("centroid")
+class CentroidScorer(Scorer):
+    """``1 - max_k cos(e, c_k)``: cosine distance to the nearest class centroid of the train embeddings."""
+
+    state_keys = ("centroids",)
+    needs = ("embeddings",)
+
+    def __init__(self) -> None:
+        self.centroids: np.ndarray | None = None
+
+    def fit(
+        self, train_emb: np.ndarray, train_logits: np.ndarray, train_labels: np.ndarray
+    ) -> CentroidScorer:
+        labels = np.asarray(train_labels).astype(int)
+        if not (labels >= 0).any():
+            raise ValueError("centroid: no labelled training embeddings")
+        self.centroids = class_centroids(train_emb, labels, int(labels.max()) + 1)
+        return self
+
+    def score(self, emb: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        if self.centroids is None:
+            raise RuntimeError("centroid: call fit() before score()")
+        return 1.0 - centroid_similarities(emb, np.asarray(self.centroids)).max(axis=1)

@@ -1,9 +1,19 @@
-"""Checkpoints as plain data, loadable with ``torch.load(path, weights_only=True)``.
+"""Checkpoints as plain data, loadable with ``torch.load(path, weights_only=True)``, one layout for every task.
 
-Every checkpoint holds ``model_state``, ``model_config`` (the ``model`` config section),
-``input_dim``, ``label_map`` (``LabelMap.to_dict()``), ``feature_store`` (the store's meta: front end,
-frame shape), ``epoch`` and ``metrics``; ``last.pt`` adds ``optimizer``, ``scheduler``, ``best`` and
-``rng`` (torch, CUDA, numpy and python random states) so ``--resume`` continues exactly.
+Every checkpoint holds::
+
+    format        1
+    task          "classifier" (AASIST & co.: forward -> (logits, embedding)) or "ge2e" (forward -> embedding)
+    model_config  {"name": <registered model or encoder>, ...its settings}
+    model_state   the module's state dict (CPU tensors)
+    extra_state   task-specific trained state besides the model (the GE2E loss's w and b)
+    label_map     {"known": [...], "ood": [...]}
+    input_dim     feature dimension (None for raw-audio encoders)
+    provenance    {"store_id": ..., "label_map": digest of the known systems}
+    epoch, metrics, config, best
+
+``last.pt`` adds ``optimizer``, ``scheduler``, ``scaler``, ``rng`` (torch, CUDA, numpy and python
+states) and ``history`` so ``--resume`` continues exactly.
 """
 
 from __future__ import annotations
@@ -20,6 +30,10 @@ import torch
 from torch import nn
 
 from sourcetracing.data.protocols import LabelMap
+from sourcetracing.errors import MissingInputError
+
+FORMAT = 1
+TASKS = ("classifier", "ge2e")
 
 
 def plain(value: Any) -> Any:
@@ -32,15 +46,17 @@ def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)
 
 
-def build_model(model_config: Mapping, input_dim: int, num_classes: int) -> nn.Module:
-    """The classifier named by ``model_config['name']`` (only ``aasist`` for now)."""
-    options = dict(model_config)
-    name = options.pop("name", "aasist")
-    if name != "aasist":
-        raise ValueError(f"unknown model.name '{name}' (available: aasist)")
-    from sourcetracing.models.aasist import AASIST
+def build_model(task: str, model_config: Mapping, input_dim: int | None, num_classes: int) -> nn.Module:
+    """The network a checkpoint describes: a registered classifier or a registered GE2E encoder."""
+    from sourcetracing.components import ENCODERS, MODELS
 
-    return AASIST(input_dim=int(input_dim), num_classes=int(num_classes), **options)
+    options = {k: v for k, v in model_config.items() if k != "name"}
+    name = model_config["name"]
+    if task == "classifier":
+        return MODELS.get(name)(input_dim=int(input_dim), num_classes=int(num_classes), **options)
+    if task == "ge2e":
+        return ENCODERS.get(name)(**options)
+    raise ValueError(f"unknown checkpoint task {task!r}; expected one of {TASKS}")
 
 
 def rng_state() -> dict:
@@ -85,79 +101,51 @@ def set_rng_state(state: Mapping) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(
-    path: str | Path,
-    model: nn.Module,
-    *,
-    model_config: Mapping,
-    input_dim: int,
-    label_map: LabelMap,
-    feature_store: Mapping,
-    epoch: int,
-    metrics: Mapping | None = None,
-    extra: Mapping | None = None,
-) -> Path:
-    """Write a checkpoint atomically (temporary file, then rename); tensors are moved to the CPU."""
+def save_checkpoint(path: str | Path, payload: Mapping) -> Path:
+    """Write a checkpoint atomically (temporary file, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
-    ckpt = {
-        "model_state": state,
-        "model_config": plain(dict(model_config)),
-        "input_dim": int(input_dim),
-        "num_classes": int(label_map.num_classes),
-        "label_map": label_map.to_dict(),
-        "feature_store": plain(dict(feature_store)),
-        "epoch": int(epoch),
-        "metrics": plain(dict(metrics or {})),
-    }
-    ckpt.update(extra or {})
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(ckpt, tmp)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(dict(payload, format=FORMAT), tmp)
     os.replace(tmp, path)
     return path
 
 
-def models_dir(exp_dir: str | Path) -> Path:
-    """``<exp_dir>/trained_models``: the AASIST checkpoints, ``metrics.csv`` and curves."""
-    return Path(exp_dir) / "trained_models"
-
-
-def best_checkpoint(exp_dir: str | Path) -> Path:
-    return models_dir(exp_dir) / "best.pt"
-
-
-def read_checkpoint(path: str | Path) -> dict:
-    """``torch.load(path, weights_only=True)`` on the CPU, with a hint when the file is missing."""
+def read_checkpoint(path: str | Path, step: str = "the training step") -> dict:
+    """``torch.load(path, weights_only=True)`` on the CPU, with a hint naming ``step`` when the file is missing."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
-            f"checkpoint not found: {path} (run `python train_refd.py --config <config>` first)"
+        raise MissingInputError(f"checkpoint not found: {path} (run {step} first)")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if ckpt.get("format") != FORMAT or ckpt.get("task") not in TASKS:
+        raise MissingInputError(
+            f"{path} is not a checkpoint of this toolkit's format {FORMAT}: retrain ({step})"
         )
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return ckpt
+
+
+def checkpoint_id(path: str | Path) -> str:
+    """The identity of a checkpoint file (a content digest), recorded by everything made from it."""
+    from sourcetracing.provenance import file_digest
+
+    return file_digest(path)
 
 
 def load_model(
-    path: str | Path, device: torch.device | str = "cpu", expected_label_map: LabelMap | None = None
+    path: str | Path,
+    device: torch.device | str = "cpu",
+    expected_label_map: LabelMap | None = None,
+    step: str = "the training step",
 ) -> tuple[nn.Module, dict]:
-    """The checkpoint's model (eval mode, on ``device``) and the checkpoint dict.
+    """The checkpoint's network (eval mode, on ``device``) and the checkpoint dict.
 
     With ``expected_label_map``, a checkpoint trained on other known systems is a clear error.
     """
-    ckpt = read_checkpoint(path)
+    ckpt = read_checkpoint(path, step)
     label_map = LabelMap.from_dict(ckpt["label_map"])
     if expected_label_map is not None:
         expected_label_map.check_same_known(label_map, what=f"checkpoint {path}")
-    model = build_model(ckpt["model_config"], ckpt["input_dim"], label_map.num_classes)
+    model = build_model(ckpt["task"], ckpt["model_config"], ckpt.get("input_dim"), label_map.num_classes)
     model.load_state_dict(ckpt["model_state"])
     model.to(device).eval()
     return model, ckpt
-
-
-def load_experiment_model(
-    exp_dir: str | Path, device: torch.device | str = "cpu", checkpoint: str | Path | None = None
-) -> tuple[nn.Module, dict]:
-    """``best.pt`` (or ``checkpoint``), checked against the experiment's ``label_map.csv`` when it exists."""
-    exp_dir = Path(exp_dir)
-    expected = LabelMap.read(exp_dir) if (exp_dir / "label_map.csv").is_file() else None
-    return load_model(checkpoint or best_checkpoint(exp_dir), device, expected_label_map=expected)

@@ -1,29 +1,26 @@
-"""Embedding export and 2-D maps, for the GE2E encoder and the REFD/AASIST penultimate layer.
+"""Embeddings of any system, from its exported outputs: the original's per-file layout and 2-D maps.
 
-Export (``scripts/generate_embeddings.py``), per split, under ``<exp_dir>/<model>/embeddings/``:
+* ``scripts/generate_embeddings.py --config X --system ge2e [--layout original]`` writes, from
+  ``<exp>/<system>/outputs/``, ``<exp>/<system>/embeddings/<split>.npz`` + ``<split>.csv`` and with
+  ``--layout original`` also the original baseline's ``<root>/<split>/<system_id>/<file>.npy``
+  (one float32 vector per clip; ``system_id`` as in ``label_map.csv``).
+* ``scripts/plot_embeddings.py --config X --system ge2e`` draws ``embedding_map.png``: UMAP when
+  ``umap-learn`` is installed, t-SNE otherwise; colour per system, marker per split, unseen systems
+  outlined in black.
 
-* ``<split>.npz``: ``embeddings`` float32 ``[n, E]``, ``labels`` (class id, -1 = OOD),
-  ``system_ids`` (label_map.csv's id: the class id, or the OOD system's id), and ``logits`` (refd);
-* ``<split>.csv``: the row index (clip_id, model_name, label, system_id, known, language, cell);
-* with ``--layout original``, also the original baseline's layout
-  ``<root>/<split>/<system_id>/<file>.npy`` (one float32 vector per clip).
-
-Map (``scripts/plot_embeddings.py``): UMAP when ``umap-learn`` is installed, t-SNE otherwise;
-colour per system, marker per split, unseen systems outlined in black.
+No model runs here: the embeddings come from the outputs every system exported once.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
 
-from sourcetracing.config import Config, add_config_args, config_from_args, resolve_device
-from sourcetracing.data.protocols import LabelMap, ProtocolError
+from sourcetracing.data.protocols import LabelMap
+from sourcetracing.systems.outputs import SystemOutputs
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +48,7 @@ def write_split(
     label_map: LabelMap,
     logits: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """Write ``<split>.npz`` + ``<split>.csv``; returns the index frame."""
+    """Write ``<split>.npz`` (embeddings, labels, system_ids, logits) + ``<split>.csv``; returns the index."""
     out_dir.mkdir(parents=True, exist_ok=True)
     index = rows.reset_index(drop=True).copy()
     index["system_id"] = system_ids(index["model_name"], label_map)
@@ -87,94 +84,19 @@ def write_original_layout(root: Path, split: str, emb: np.ndarray, index: pd.Dat
     return len(used)
 
 
-def _exp_label_map(cfg: Config, fallback: dict | None) -> LabelMap:
-    try:
-        return LabelMap.read(cfg.exp_dir)
-    except ProtocolError:
-        if fallback is None:
-            raise
-        return LabelMap.from_dict(fallback)
-
-
-def ge2e_embeddings(cfg: Config, checkpoint: Path | None, device) -> tuple[dict, LabelMap, dict]:
-    """``split -> (embeddings, rows, None)`` from a GE2E checkpoint."""
-    from sourcetracing.ge2e.data import build_source
-    from sourcetracing.ge2e.evaluate import ge2e_dir, load_checkpoint, split_embeddings
-
-    checkpoint = checkpoint or ge2e_dir(cfg) / "best.pt"
-    encoder, ckpt = load_checkpoint(checkpoint, device)
-    source = build_source(cfg)
-    LabelMap.from_dict(ckpt["label_map"]).check_same_known(source.label_map, "experiment's data")
-    out = {s: (e, r, None) for s, (e, r) in split_embeddings(cfg, encoder, source, device).items()}
-    return (
-        out,
-        _exp_label_map(cfg, ckpt["label_map"]),
-        {"checkpoint": str(checkpoint), "epoch": ckpt.get("epoch")},
-    )
-
-
-def refd_embeddings(cfg: Config, checkpoint: Path | None, device) -> tuple[dict, LabelMap, dict]:
-    """``split -> (embeddings, rows, logits)``: the AASIST penultimate layer on the clean store rows."""
-    from sourcetracing.features.store import FeatureStore
-    from sourcetracing.ood.embeddings import model_outputs
-    from sourcetracing.training.checkpoint import best_checkpoint, load_experiment_model
-
-    checkpoint = checkpoint or best_checkpoint(cfg.exp_dir)
-    model, ckpt = load_experiment_model(cfg.exp_dir, device, checkpoint)
-    store = FeatureStore.for_config(cfg)
-    out = {}
-    for split in sorted(
-        store.index["split"].unique(), key=lambda s: ({"train": 0, "dev": 1, "eval": 2}.get(s, 3), s)
-    ):
-        rows = store.select(split=split, versions=["original"]).reset_index(drop=True)
-        if rows.empty:
-            continue
-        logits, emb = model_outputs(model, store, rows, device, cfg.ood.batch_size, desc=split)
-        out[split] = (emb, rows, logits)
-    label_map = _exp_label_map(cfg, ckpt["label_map"])
-    return out, label_map, {"checkpoint": str(checkpoint), "epoch": ckpt.get("epoch")}
-
-
-def embeddings_dir(cfg: Config, model: str) -> Path:
-    if model == "ge2e" and cfg.ge2e.embeddings_dir:
-        return Path(cfg.ge2e.embeddings_dir)
-    return Path(cfg.exp_dir) / model / "embeddings"
-
-
-def generate_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Write the embeddings of every split (GE2E or REFD/AASIST)")
-    add_config_args(parser)
-    parser.add_argument("--model", choices=["ge2e", "refd"], default="ge2e")
-    parser.add_argument("--checkpoint", type=Path, default=None, help="default: the experiment's best.pt")
-    parser.add_argument("--out", type=Path, default=None, help="default: <exp_dir>/<model>/embeddings")
-    parser.add_argument(
-        "--layout",
-        choices=["npz", "original"],
-        default="npz",
-        help="'original' also writes <root>/<split>/<system_id>/<file>.npy",
-    )
-    parser.add_argument(
-        "--layout-root", type=Path, default=None, help="root of the original layout (default <out>/original)"
-    )
-    args = parser.parse_args(argv)
-    cfg = config_from_args(args)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    device = resolve_device(cfg.device)
-    fn = ge2e_embeddings if args.model == "ge2e" else refd_embeddings
-    per_split, label_map, info = fn(cfg, args.checkpoint, device)
-    out = args.out or embeddings_dir(cfg, args.model)
-    root = args.layout_root or out / "original"
+def export_embeddings(
+    outputs: SystemOutputs, label_map: LabelMap, out: Path, original_root: Path | None = None
+) -> dict[str, int]:
+    """Write every split's embeddings (and the original layout under ``original_root``); returns row counts."""
     counts = {}
-    for split, (emb, rows, logits) in per_split.items():
-        index = write_split(out, split, emb, rows, label_map, logits)
+    for split, part in outputs.splits.items():
+        if part.embeddings is None:
+            raise ValueError(f"{outputs.system} exports no embeddings")
+        index = write_split(out, split, part.embeddings, part.rows, label_map, part.logits)
+        if original_root is not None:
+            write_original_layout(original_root, split, part.embeddings, index)
         counts[split] = len(index)
-        if args.layout == "original":
-            write_original_layout(root, split, emb, index)
-        print(f"{split}: {len(index)} embeddings of dim {emb.shape[1] if emb.ndim == 2 else 0}")
-    meta = {"model": args.model, **info, "splits": counts, "class_names": list(label_map.known)}
-    (out / "info.json").write_text(json.dumps(meta, indent=2))
-    print(f"embeddings in {out}" + (f"; original layout in {root}" if args.layout == "original" else ""))
-    return 0
+    return counts
 
 
 # ----------------------------------------------------------------------------------------------
@@ -307,24 +229,24 @@ def plot_map(
     return save_figure(fig, out)
 
 
-def plot_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="2-D map (UMAP or t-SNE) of exported embeddings")
-    parser.add_argument(
-        "--embeddings", type=Path, required=True, help="folder written by scripts/generate_embeddings.py"
+def map_from_outputs(
+    outputs: SystemOutputs,
+    out: Path,
+    method: str = "auto",
+    max_points: int = 3000,
+    seed: int = 0,
+    splits=None,
+) -> Path:
+    """Draw the 2-D map of a system's exported embeddings."""
+    embs, frames = [], []
+    for split, part in outputs.splits.items():
+        if splits and split not in splits:
+            continue
+        if part.embeddings is None:
+            raise ValueError(f"{outputs.system} exports no embeddings to map")
+        embs.append(part.embeddings)
+        frames.append(part.rows.assign(split=split))
+    frame = pd.concat(frames, ignore_index=True)
+    return plot_map(
+        np.concatenate(embs), frame, out, method, max_points, seed, title=f"{outputs.system} embeddings"
     )
-    parser.add_argument(
-        "--out", type=Path, default=None, help="PNG path (default <embeddings>/embedding_map.png)"
-    )
-    parser.add_argument("--method", choices=["auto", "umap", "tsne"], default="auto")
-    parser.add_argument("--max-points", type=int, default=3000)
-    parser.add_argument("--splits", nargs="*", default=None, help="only these splits (default: all found)")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    emb, frame = load_embeddings(args.embeddings)
-    if args.splits:
-        sel = frame["split"].isin(args.splits).to_numpy()
-        emb, frame = emb[sel], frame[sel].reset_index(drop=True)
-    out = args.out or args.embeddings / "embedding_map.png"
-    plot_map(emb, frame, out, args.method, args.max_points, args.seed)
-    print(f"map written to {out}")
-    return 0

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# The pipeline's one stage list: every stage reads the same experiment YAML.
+#
+#   ./run.sh --config configs/demo.yaml --corpus data/demo            # the whole demo
+#   ./run.sh --config configs/refd_mlaad.yaml --stage 1 --stop-stage 4  # features .. OOD step on MLAAD
+#   ./run.sh --config configs/demo.yaml --stage 2 -- train.epochs=3     # overrides after --
+#
+# Training stages resume an earlier run of the same experiment (a finished one is kept and only
+# re-exported); --force retrains from scratch instead.
+#
+# Stages (the README, the scripts' docstrings and `make demo` use the same numbers):
+#   0  data: the offline demo corpus (--corpus DIR [--corpus-args "..."]) or the MLAAD downloads
+#   1  data check + augmentation + features        scripts/preprocess_dataset.py
+#   2  train the classifier (AASIST), export       train_refd.py
+#   3  known-class metrics                         scripts/get_classification_metrics.py
+#   4  OOD detection (every scorer)                scripts/ood_detector.py
+#   5  GE2E: train, export, judge                  train_ge2e.py
+#   6  the MFCC reference system: export, judge    scripts/reference_baseline.py
+#   7  embeddings and 2-D maps                     scripts/generate_embeddings.py, scripts/plot_embeddings.py
+#   8  summary of every system and scorer          scripts/summarize_results.py
+#   9  trace a few clips                           scripts/trace.py
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PY=${PYTHON:-python}
+config=""
+stage=0
+stop_stage=9
+corpus=""
+corpus_args=""
+trace_inputs=""
+train_mode="--resume"
+overrides=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --config) config=$2; shift 2 ;;
+    --stage) stage=$2; shift 2 ;;
+    --stop-stage) stop_stage=$2; shift 2 ;;
+    --corpus) corpus=$2; shift 2 ;;
+    --corpus-args) corpus_args=$2; shift 2 ;;
+    --trace) trace_inputs=$2; shift 2 ;;
+    --python) PY=$2; shift 2 ;;
+    --force) train_mode="--force"; shift ;;
+    --) shift; overrides=("$@"); break ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+[ -n "$config" ] || { echo "run.sh: --config is required" >&2; exit 2; }
+cfg=(--config "$config" "${overrides[@]}")
+
+run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
+banner() { echo; echo "== stage $1: $2"; }
+
+if run_stage 0; then
+  if [ -n "$corpus" ]; then
+    banner 0 "demo corpus in $corpus"
+    # shellcheck disable=SC2086
+    $PY scripts/make_demo_corpus.py --out "$corpus" $corpus_args
+  else
+    banner 0 "downloads (MLAAD v5, protocols, MUSAN, RIRS_NOISES)"
+    $PY scripts/download_resources.py
+  fi
+fi
+if run_stage 1; then
+  banner 1 "data check, augmentation and features"
+  $PY scripts/preprocess_dataset.py "${cfg[@]}" --check
+  $PY scripts/preprocess_dataset.py "${cfg[@]}"
+fi
+if run_stage 2; then
+  banner 2 "train the classifier and export its outputs"
+  $PY train_refd.py "${cfg[@]}" "$train_mode"
+fi
+if run_stage 3; then
+  banner 3 "known-class metrics"
+  $PY scripts/get_classification_metrics.py "${cfg[@]}"
+fi
+if run_stage 4; then
+  banner 4 "OOD detection"
+  $PY scripts/ood_detector.py "${cfg[@]}"
+fi
+if run_stage 5; then
+  banner 5 "GE2E: train, export, judge"
+  $PY train_ge2e.py "${cfg[@]}" "$train_mode"
+fi
+if run_stage 6; then
+  banner 6 "the MFCC reference system"
+  $PY scripts/reference_baseline.py "${cfg[@]}"
+fi
+if run_stage 7; then
+  banner 7 "embeddings and 2-D maps"
+  for system in ge2e aasist; do
+    $PY scripts/generate_embeddings.py "${cfg[@]}" --system "$system"
+    $PY scripts/plot_embeddings.py "${cfg[@]}" --system "$system"
+  done
+fi
+if run_stage 8; then
+  banner 8 "summary"
+  $PY scripts/summarize_results.py "${cfg[@]}"
+fi
+if run_stage 9; then
+  banner 9 "trace a few clips"
+  if [ -z "$trace_inputs" ]; then
+    root=$($PY -c "import sys; from sourcetracing.config import load_config; print(load_config(sys.argv[1], sys.argv[2:]).data.root)" "${cfg[@]:1}")
+    trace_inputs=$(find "$root" -name '*_eval_0000.wav' | sort | head -n 20 | tr '\n' ' ')
+  fi
+  # shellcheck disable=SC2086
+  $PY scripts/trace.py "${cfg[@]}" $trace_inputs
+fi

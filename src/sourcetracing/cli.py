@@ -1,0 +1,60 @@
+"""What every step script shares: ``--config`` + overrides, one-line errors, exit codes, logging.
+
+A step script is::
+
+    def main(argv=None) -> int:
+        parser = step_parser("train_refd.py", __doc__)
+        parser.add_argument("--resume", action="store_true")
+        return run(parser, argv, lambda cfg, args: train(cfg, resume=args.resume))
+
+:func:`run` loads the config and maps every :class:`~sourcetracing.errors.SourceTracingError` to
+``error: <one line>`` on stderr and its ``exit_code`` (1 data, 2 config, 3 stale input, 4 would
+overwrite, 5 locked); Ctrl-C exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from sourcetracing.config import Config, add_config_args, config_from_args
+from sourcetracing.errors import SourceTracingError
+
+
+def step_parser(prog: str, doc: str | None, config_required: bool = False) -> argparse.ArgumentParser:
+    """An argument parser with ``--config`` and dotted overrides."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_config_args(parser, required=config_required)
+    return parser
+
+
+def report_error(err: BaseException) -> int:
+    """Print one line for a toolkit error and return its exit code."""
+    if isinstance(err, SourceTracingError):
+        print(f"error: {err}", file=sys.stderr)
+        return int(err.exit_code)
+    raise err
+
+
+def run(
+    parser: argparse.ArgumentParser,
+    argv: list[str] | None,
+    body: Callable[[Config, argparse.Namespace], Any],
+) -> int:
+    """Parse, load the config, run ``body``; toolkit errors become one line and an exit code."""
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = config_from_args(args)
+        result = body(cfg, args)
+    except SourceTracingError as err:
+        return report_error(err)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return int(result) if isinstance(result, int) and not isinstance(result, bool) else 0

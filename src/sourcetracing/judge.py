@@ -1,0 +1,224 @@
+"""Judging a system from its exported outputs alone: known-class metrics and the OOD step.
+
+    known_class_metrics(cfg, "aasist")   # -> <exp>/aasist/results/
+    ood_step(cfg, "aasist")              # -> <exp>/aasist/ood_step/
+
+Nothing here loads a checkpoint or a feature store: everything comes from
+``<exp>/<system>/outputs/`` (:mod:`sourcetracing.systems.outputs`). The closed-set decision is the
+arg-max of the logits when a system has them, else its ``predicted`` column, else the nearest
+class centroid of its train embeddings (cosine). Every registered OOD scorer that the outputs
+support runs (logit scorers need logits, embedding scorers embeddings), and so does every
+precomputed ``score_<name>`` column. Thresholds and calibrations are fitted on dev; eval is only
+scored. Each result folder is written atomically with a manifest naming the outputs it read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sourcetracing.components import SCORERS
+from sourcetracing.config import Config
+from sourcetracing.errors import ConfigError, DataError
+from sourcetracing.layout import ExperimentLayout
+from sourcetracing.metrics import write_classification_outputs, write_metrics_json
+from sourcetracing.ood.report import write_ood_report
+from sourcetracing.ood.scorers import (
+    applicable,
+    build_scorer,
+    centroid_similarities,
+    class_centroids,
+    scorer_options,
+)
+from sourcetracing.provenance import atomic_dir, step_lock, write_manifest
+from sourcetracing.systems.outputs import SystemOutputs
+
+log = logging.getLogger(__name__)
+
+FRAME_COLUMNS = ["clip_id", "model_name", "label", "known", "language", "language_seen", "cell"]
+
+
+def load_outputs(cfg: Config, system: str) -> SystemOutputs:
+    """The system's outputs, checked for staleness against what made them (when that is at hand)."""
+    from sourcetracing.systems.export import read_outputs
+
+    return read_outputs(cfg, system)
+
+
+def closed_set_predictions(outputs: SystemOutputs) -> dict[str, np.ndarray]:
+    """Predicted class ids per split (logits arg-max, ``predicted`` column, or nearest train centroid)."""
+    names = {n: i for i, n in enumerate(outputs.class_names)}
+    preds: dict[str, np.ndarray] = {}
+    centroids = None
+    for split, part in outputs.splits.items():
+        if part.logits is not None:
+            preds[split] = part.logits.argmax(axis=1)
+        elif "predicted" in part.rows:
+            preds[split] = part.rows["predicted"].map(lambda p: names.get(p, -1)).to_numpy(int)
+        elif part.embeddings is not None:
+            if centroids is None:
+                train = outputs.split("train")
+                centroids = class_centroids(
+                    train.embeddings, train.rows["label"].to_numpy(), len(outputs.class_names)
+                )
+            preds[split] = centroid_similarities(part.embeddings, centroids).argmax(axis=1)
+        else:
+            preds[split] = np.full(len(part.rows), -1)
+    return preds
+
+
+def known_class_metrics(cfg: Config, system: str, outputs: SystemOutputs | None = None) -> dict:
+    """Write ``results/``: the original's ``{dev,eval}_in_domain_results.txt``, ``metrics.json``, confusions."""
+    outputs = outputs or load_outputs(cfg, system)
+    target = ExperimentLayout.of(cfg).system(system).results
+    preds = closed_set_predictions(outputs)
+    results: dict[str, dict] = {}
+    with atomic_dir(target) as tmp:
+        for split in [s for s in outputs.splits if s != "train"]:
+            rows = outputs.splits[split].rows
+            known = rows["known"].to_numpy(bool)
+            if not known.any():
+                continue
+            results[split] = write_classification_outputs(
+                tmp, split, rows["label"].to_numpy(int)[known], preds[split][known], outputs.class_names
+            )
+        write_metrics_json(tmp / "metrics.json", results)
+        write_manifest(tmp, "known_class_metrics", {"outputs": outputs.outputs_id}, system=system)
+    return results
+
+
+def scorer_names(cfg: Config, outputs: SystemOutputs, requested: list[str] | None = None) -> list[str]:
+    """The registered scorers to run on these outputs (those it supports), plus its precomputed scores."""
+    names = list(requested) if requested else list(cfg.ood.scorers)
+    for name in names:
+        SCORERS.entry(name)
+    has = outputs.has
+    run = [n for n in names if applicable(n, has)]
+    skipped = [n for n in names if n not in run]
+    if skipped:
+        log.info("%s: scorers %s need what the outputs lack (%s)", outputs.system, skipped, sorted(has))
+    precomputed = [n for n in outputs.split("dev").scores if n not in run]
+    return run + precomputed
+
+
+def ood_scores(
+    cfg: Config, outputs: SystemOutputs, names: list[str], save_dir: Path | None = None
+) -> dict[str, dict[str, np.ndarray]]:
+    """``scores[name][split]`` for dev/eval: registered scorers fitted on train, precomputed ones as given."""
+    train = outputs.split("train")
+    labels = train.rows["label"].to_numpy(int)
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for name in names:
+        if name in SCORERS:
+            scorer = build_scorer(name, **scorer_options(cfg.ood, name)).fit(
+                train.embeddings, train.logits, labels
+            )
+            if save_dir is not None:
+                scorer.save(save_dir / f"scorer_{name}.npz")
+            out[name] = {
+                split: scorer.score(part.embeddings, part.logits)
+                for split, part in outputs.splits.items()
+                if split != "train"
+            }
+        else:
+            out[name] = {
+                split: part.scores[name] for split, part in outputs.splits.items() if split != "train"
+            }
+    return out
+
+
+def ood_step(
+    cfg: Config, system: str, requested: list[str] | None = None, outputs: SystemOutputs | None = None
+) -> pd.DataFrame:
+    """Fit every applicable scorer on train, thresholds and calibrations on dev, report on every split."""
+    outputs = outputs or load_outputs(cfg, system)
+    layout = ExperimentLayout.of(cfg)
+    target = layout.system(system).ood
+    names = scorer_names(cfg, outputs, requested)
+    if not names:
+        raise ConfigError(
+            f"{system}: none of the OOD scorers {requested or list(cfg.ood.scorers)} fits its outputs ({sorted(outputs.has)})"
+        )
+    default = cfg.ood.default
+    if default != "auto" and default not in names:
+        print(
+            f"note: {system}: default scorer '{default}' does not apply; the one with the lowest dev EER is used"
+        )
+        default = "auto"
+    if "dev" not in outputs.splits:
+        raise DataError(f"{system}: the outputs have no dev split to fit thresholds on")
+    eval_splits = [s for s in outputs.splits if s != "train"]
+    frames = {s: outputs.splits[s].rows[FRAME_COLUMNS] for s in eval_splits}
+    preds = closed_set_predictions(outputs)
+    with (
+        step_lock(layout.locks / f"ood-{system}.lock", f"the OOD step of {system}"),
+        atomic_dir(target) as tmp,
+    ):
+        scores = ood_scores(cfg, outputs, names, save_dir=tmp)
+        summary = write_ood_report(
+            tmp, scores, frames, {s: preds[s] for s in eval_splits}, outputs.class_names, default
+        )
+        info = json.loads((tmp / "thresholds.json").read_text())
+        info.update(system=system, outputs_id=outputs.outputs_id, class_names=outputs.class_names)
+        (tmp / "thresholds.json").write_text(json.dumps(info, indent=2))
+        write_manifest(tmp, "ood_step", {"outputs": outputs.outputs_id}, system=system)
+    return summary
+
+
+def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The compact per-scorer table printed at the end (percentages for rates)."""
+    allrows = summary[summary["subset"] == "all"]
+    out = []
+    for name in dict.fromkeys(allrows["scorer"]):
+        dev = allrows[(allrows.scorer == name) & (allrows.split == "dev")]
+        ev = allrows[(allrows.scorer == name) & (allrows.split == "eval")]
+
+        def val(df: pd.DataFrame, col: str, scale: float = 1.0) -> float:
+            return float(df[col].iloc[0]) * scale if len(df) else float("nan")
+
+        out.append(
+            {
+                "scorer": name,
+                "dev_eer_%": val(dev, "eer", 100),
+                "eval_eer_%": val(ev, "eer", 100),
+                "eval_auroc": val(ev, "auroc"),
+                "eval_cllr": val(ev, "cllr"),
+                "eval_f1": val(ev, "f1"),
+                "eval_open_set_f1": val(ev, "open_set_macro_f1"),
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def print_known(system: str, results: dict) -> None:
+    print(f"{system}: known systems only, clean clips")
+    print(f"{'split':6s} {'clips':>6s} {'accuracy':>9s} {'bal.acc':>8s} {'macro-F1':>9s}")
+    for split, m in results.items():
+        print(
+            f"{split:6s} {m['n']:6d} {m['accuracy']:9.4f} {m['balanced_accuracy']:8.4f} {m['macro_f1']:9.4f}"
+        )
+
+
+def print_ood(system: str, summary: pd.DataFrame, default: str | None = None) -> None:
+    print(
+        f"{system}: OOD detection (threshold at the dev EER; higher score = more OOD)"
+        + (f"; default {default}" if default else "")
+    )
+    print(summary_table(summary).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+def judge_system(cfg: Config, system: str, requested: list[str] | None = None) -> tuple[dict, pd.DataFrame]:
+    """Known-class metrics and the OOD step of one system, printed."""
+    outputs = load_outputs(cfg, system)
+    results = known_class_metrics(cfg, system, outputs)
+    print_known(system, results)
+    summary = ood_step(cfg, system, requested, outputs)
+    sys_layout = ExperimentLayout.of(cfg).system(system)
+    default = json.loads((sys_layout.ood / "thresholds.json").read_text()).get("default")
+    print_ood(system, summary, default)
+    print(f"results in {sys_layout.results} and {sys_layout.ood}")
+    return results, summary

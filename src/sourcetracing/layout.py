@@ -1,0 +1,125 @@
+"""The experiment layout: every folder and file name the toolkit writes, named once.
+
+::
+
+    exp/<name>/
+      config.yaml  label_assignment.txt  label_map.csv  summary.md
+      features/<frontend>-<hash>/            the feature store (features.dir overrides the root)
+      <system>/                              one folder per system (aasist, ge2e, mfcc, fusion, ...)
+        trained_models/  best.pt last.pt metrics.csv curves.png      (systems that train)
+        outputs/         meta.json {train,dev,eval}.tsv {train,dev,eval}.npz   (the file contract)
+        results/         {dev,eval}_in_domain_results.txt metrics.json confusion_*.{csv,png}
+        ood_step/        OOD_eval_results.txt ood_summary.csv scores_*.tsv thresholds.json
+                         scorer_<name>.npz roc_*.png det_*.png manifest.json
+        embeddings/      embedding_map.png (and exported per-split files)
+      trace/             trace_<run id>.csv
+      .locks/            one lock file per step
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+CONFIG = "config.yaml"
+LABEL_ASSIGNMENT = "label_assignment.txt"
+LABEL_MAP = "label_map.csv"
+SUMMARY = "summary.md"
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class SystemLayout:
+    """The folders and files of one system inside an experiment."""
+
+    root: Path
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def models(self) -> Path:
+        return self.root / "trained_models"
+
+    @property
+    def best(self) -> Path:
+        return self.models / "best.pt"
+
+    @property
+    def last(self) -> Path:
+        return self.models / "last.pt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.models / "metrics.csv"
+
+    @property
+    def curves(self) -> Path:
+        return self.models / "curves.png"
+
+    @property
+    def outputs(self) -> Path:
+        return self.root / "outputs"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results"
+
+    @property
+    def ood(self) -> Path:
+        return self.root / "ood_step"
+
+    @property
+    def embeddings(self) -> Path:
+        return self.root / "embeddings"
+
+
+@dataclass(frozen=True)
+class ExperimentLayout:
+    """The folders and files of one experiment (``exp_dir``)."""
+
+    root: Path
+    features_root: Path
+
+    @classmethod
+    def of(cls, cfg) -> ExperimentLayout:
+        root = Path(cfg.exp_dir)
+        return cls(root, Path(cfg.features.dir) if cfg.features.dir else root / "features")
+
+    @property
+    def config(self) -> Path:
+        return self.root / CONFIG
+
+    @property
+    def label_assignment(self) -> Path:
+        return self.root / LABEL_ASSIGNMENT
+
+    @property
+    def label_map(self) -> Path:
+        return self.root / LABEL_MAP
+
+    @property
+    def summary(self) -> Path:
+        return self.root / SUMMARY
+
+    @property
+    def trace(self) -> Path:
+        return self.root / "trace"
+
+    @property
+    def locks(self) -> Path:
+        return self.root / ".locks"
+
+    def system(self, name: str) -> SystemLayout:
+        return SystemLayout(self.root / name)
+
+    def systems(self) -> list[SystemLayout]:
+        """Systems that exported outputs, in a stable order (sorted by name)."""
+        if not self.root.is_dir():
+            return []
+        return [
+            SystemLayout(p)
+            for p in sorted(self.root.iterdir())
+            if p.is_dir() and (p / "outputs" / "meta.json").is_file()
+        ]

@@ -1,0 +1,191 @@
+"""Export a trained system's outputs once: run its network over every split, write the file contract.
+
+    python scripts/export_outputs.py --config X [--system aasist|ge2e] [--checkpoint PATH]
+
+The training steps call this at their end; the script re-exports (another checkpoint, say). The
+outputs record the checkpoint, the feature store and the label map they were made from, so a
+judge reading them after a retraining stops with a clear line instead of mixing the two.
+
+Each run over a split is logged to the file named by ``SOURCETRACING_PASS_LOG`` when it is set
+(``system<TAB>split<TAB>rows`` per line): the tests use it to check that no trained model runs twice
+over the same split in a pipeline run.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from sourcetracing.config import Config, resolve_device
+from sourcetracing.errors import ConfigError
+from sourcetracing.features.store import FeatureStore
+from sourcetracing.layout import ExperimentLayout
+from sourcetracing.provenance import require_same, step_lock
+from sourcetracing.systems.outputs import KEY_COLUMNS, SplitOutputs, SystemOutputs, split_order
+from sourcetracing.training.checkpoint import checkpoint_id, load_model
+from sourcetracing.training.data import experiment_label_map, labelled, predict
+
+PASS_LOG = "SOURCETRACING_PASS_LOG"
+
+
+def record_pass(system: str, split: str, rows: int) -> None:
+    """Append one line per model pass over a split to ``$SOURCETRACING_PASS_LOG`` (when set)."""
+    path = os.environ.get(PASS_LOG)
+    if path:
+        with open(path, "a") as fh:
+            fh.write(f"{system}\t{split}\t{rows}\n")
+
+
+def output_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The key columns of exported rows (plus ``version`` where a split holds several)."""
+    cols = list(KEY_COLUMNS)
+    if "version" in rows and rows["version"].nunique() > 1:
+        cols.append("version")
+    return rows[cols].reset_index(drop=True)
+
+
+def _store_splits(cfg: Config, store: FeatureStore, label_map) -> dict[str, pd.DataFrame]:
+    """The rows every system exports: clean train rows of the known systems (the reference bank), clean dev/eval."""
+    out = {}
+    for split in split_order(store.index["split"].unique()):
+        if split == "train":
+            rows = labelled(store.select(split="train", versions=list(cfg.outputs.train_versions)), label_map)
+            rows = rows[rows["label"] >= 0]
+        else:
+            rows = labelled(store.select(split=split, versions=["original"]), label_map)
+        if len(rows):
+            out[split] = rows.reset_index(drop=True)
+    if "train" not in out:
+        raise ConfigError(
+            f"no train rows of versions {list(cfg.outputs.train_versions)} in {store.directory}"
+        )
+    return out
+
+
+def export_classifier(
+    cfg: Config, device: torch.device | None = None, checkpoint: str | Path | None = None
+) -> Path:
+    """Logits and penultimate embeddings of the trained classifier for every split."""
+    device = device or resolve_device(cfg.device)
+    layout = ExperimentLayout.of(cfg)
+    system = layout.system(cfg.model.name)
+    store = FeatureStore.for_config(cfg)
+    label_map = experiment_label_map(cfg, store)
+    path = Path(checkpoint) if checkpoint else system.best
+    model, ckpt = load_model(path, device, expected_label_map=label_map, step="python train_refd.py")
+    require_same(
+        ckpt.get("provenance", {}).get("store_id"), store.store_id, "the feature store",
+        "python train_refd.py --force (the model was trained on other features)",
+    )  # fmt: skip
+    splits = {}
+    with step_lock(layout.locks / f"export-{system.name}.lock", f"the outputs of {system.name}"):
+        for split, rows in _store_splits(cfg, store, label_map).items():
+            logits, emb = predict(
+                model,
+                store,
+                rows,
+                device,
+                int(cfg.outputs.batch_size),
+                show_progress=True,
+                desc=f"{split} outputs",
+            )
+            record_pass(system.name, split, len(rows))
+            splits[split] = SplitOutputs(output_rows(rows), embeddings=emb, logits=logits)
+        outputs = SystemOutputs(
+            system.name, label_map.known, splits,
+            meta={"task": "classifier", "description": f"{cfg.model.name} classifier (logits, penultimate embeddings)",
+                  "epoch": int(ckpt["epoch"])},
+        )  # fmt: skip
+        inputs = {
+            "checkpoint": checkpoint_id(path),
+            "store_id": store.store_id,
+            "label_map": label_map.digest(),
+        }
+        outputs.write(system.outputs, inputs)
+    print(
+        f"{system.name} outputs written to {system.outputs} ({', '.join(f'{s}: {len(p.rows)}' for s, p in splits.items())})"
+    )
+    return system.outputs
+
+
+def export_ge2e(
+    cfg: Config, device: torch.device | None = None, checkpoint: str | Path | None = None
+) -> Path:
+    """Embeddings of the trained GE2E encoder for every split (clean clips; train: the known systems)."""
+    from sourcetracing.training.ge2e import SYSTEM, embed_rows
+    from sourcetracing.training.ge2e_data import build_source
+
+    device = device or resolve_device(cfg.device)
+    layout = ExperimentLayout.of(cfg)
+    system = layout.system(SYSTEM)
+    source = build_source(cfg)
+    path = Path(checkpoint) if checkpoint else system.best
+    encoder, ckpt = load_model(path, device, expected_label_map=source.label_map, step="python train_ge2e.py")
+    require_same(
+        ckpt.get("provenance", {}).get("store_id"), source.provenance.get("store_id"), "the feature store",
+        "python train_ge2e.py --force (the encoder was trained on other features)",
+    )  # fmt: skip
+    splits = {}
+    with step_lock(layout.locks / f"export-{SYSTEM}.lock", "the outputs of ge2e"):
+        for split, rows in source.frames.items():
+            if split == "train":
+                rows = rows[rows["label"] >= 0]
+            emb, ok = embed_rows(
+                encoder, source, rows, device, int(cfg.ge2e.batch_size), int(cfg.ge2e.num_workers), split
+            )
+            record_pass(SYSTEM, split, len(rows))
+            if (~ok).any():
+                print(f"{split}: {int((~ok).sum())} unreadable clip(s) left out")
+            splits[split] = SplitOutputs(output_rows(rows.reset_index(drop=True)[ok]), embeddings=emb)
+        outputs = SystemOutputs(
+            SYSTEM, source.label_map.known, splits,
+            meta={"task": "ge2e", "description": f"GE2E {cfg.ge2e.encoder.name} encoder (embeddings)",
+                  "epoch": int(ckpt["epoch"])},
+        )  # fmt: skip
+        outputs.write(system.outputs, {"checkpoint": checkpoint_id(path), **source.provenance})
+    print(
+        f"ge2e outputs written to {system.outputs} ({', '.join(f'{s}: {len(p.rows)}' for s, p in splits.items())})"
+    )
+    return system.outputs
+
+
+def read_outputs(cfg: Config, system: str) -> SystemOutputs:
+    """A system's outputs, checked against the current checkpoint and feature store when it has them."""
+    layout = ExperimentLayout.of(cfg)
+    sys_layout = layout.system(system)
+    outputs = SystemOutputs.read(sys_layout.outputs, step=_producer(cfg, system))
+    inputs = outputs.manifest.get("inputs", {})
+    if inputs.get("checkpoint") and sys_layout.best.is_file():
+        require_same(
+            inputs["checkpoint"], checkpoint_id(sys_layout.best), f"{sys_layout.best}", _exporter(cfg, system)
+        )
+    if inputs.get("store_id"):
+        try:
+            current = FeatureStore.for_config(cfg).store_id
+        except Exception:  # noqa: BLE001 - the store may live elsewhere; nothing to compare
+            current = None
+        require_same(inputs["store_id"], current, "the feature store", _producer(cfg, system))
+    if layout.label_map.is_file() and inputs.get("label_map"):
+        from sourcetracing.data.protocols import LabelMap
+
+        require_same(
+            inputs["label_map"], LabelMap.read(cfg.exp_dir).digest(), "the label map", _producer(cfg, system)
+        )
+    return outputs
+
+
+def _producer(cfg: Config, system: str) -> str:
+    return {"ge2e": "python train_ge2e.py", "mfcc": "python scripts/reference_baseline.py"}.get(
+        system, "python train_refd.py" if system == cfg.model.name else f"the step that exports '{system}'"
+    ) + " --config <your config>"
+
+
+def _exporter(cfg: Config, system: str) -> str:
+    return f"python scripts/export_outputs.py --config <your config> --system {system}"
+
+
+__all__ = ["export_classifier", "export_ge2e", "np", "read_outputs", "record_pass"]
