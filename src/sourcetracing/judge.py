@@ -49,26 +49,70 @@ def load_outputs(cfg: Config, system: str) -> SystemOutputs:
     return read_outputs(cfg, system)
 
 
+def class_scores(outputs: SystemOutputs) -> dict[str, np.ndarray] | None:
+    """Closed-set class scores per split: the logits, else the cosine to each train centroid; None without either."""
+    if "logits" in outputs.has:
+        return {split: part.logits for split, part in outputs.splits.items()}
+    if "embeddings" not in outputs.has:
+        return None
+    train = outputs.split("train")
+    centroids = class_centroids(train.embeddings, train.rows["label"].to_numpy(), len(outputs.class_names))
+    return {
+        split: centroid_similarities(part.embeddings, centroids) for split, part in outputs.splits.items()
+    }
+
+
 def closed_set_predictions(outputs: SystemOutputs) -> dict[str, np.ndarray]:
-    """Predicted class ids per split (logits arg-max, ``predicted`` column, or nearest train centroid)."""
+    """Predicted class ids per split (arg-max of :func:`class_scores`, else the ``predicted`` column)."""
+    scores = class_scores(outputs)
+    if scores is not None:
+        return {split: s.argmax(axis=1) for split, s in scores.items()}
     names = {n: i for i, n in enumerate(outputs.class_names)}
-    preds: dict[str, np.ndarray] = {}
-    centroids = None
+    preds = {}
     for split, part in outputs.splits.items():
-        if part.logits is not None:
-            preds[split] = part.logits.argmax(axis=1)
-        elif "predicted" in part.rows:
-            preds[split] = part.rows["predicted"].map(lambda p: names.get(p, -1)).to_numpy(int)
-        elif part.embeddings is not None:
-            if centroids is None:
-                train = outputs.split("train")
-                centroids = class_centroids(
-                    train.embeddings, train.rows["label"].to_numpy(), len(outputs.class_names)
-                )
-            preds[split] = centroid_similarities(part.embeddings, centroids).argmax(axis=1)
-        else:
-            preds[split] = np.full(len(part.rows), -1)
+        column = part.rows["predicted"] if "predicted" in part.rows else pd.Series(["?"] * len(part.rows))
+        preds[split] = column.map(lambda p: names.get(p, -1)).to_numpy(int)
     return preds
+
+
+def fit_temperature(outputs: SystemOutputs) -> dict | None:
+    """Temperature scaling of the closed-set class scores, fitted on dev's known clips (eval never read).
+
+    Returns ``{"temperature": <TemperatureScaling dict>, "ece": {split: {"raw", "calibrated"}}, "nll": ...}``
+    or None when the system has no class scores or dev has no known clips.
+    """
+    import warnings
+
+    from scipy.special import softmax
+
+    from sourcetracing.ood.calibration import TemperatureScaling, expected_calibration_error, softmax_nll
+
+    scores = class_scores(outputs)
+    if scores is None or "dev" not in outputs.splits:
+        return None
+    dev = outputs.splits["dev"].rows
+    known = dev["known"].to_numpy(bool)
+    if known.sum() < 2:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ts = TemperatureScaling().fit(scores["dev"][known], dev["label"].to_numpy(int)[known])
+    report: dict = {"temperature": ts.to_dict(), "fitted_on": "dev known clips", "ece": {}, "nll": {}}
+    for split, part in outputs.splits.items():
+        k = part.rows["known"].to_numpy(bool)
+        if split == "train" or not k.any():
+            continue
+        y = part.rows["label"].to_numpy(int)[k]
+        raw = softmax(scores[split][k], axis=1)
+        report["ece"][split] = {
+            "raw": expected_calibration_error(raw, y),
+            "calibrated": expected_calibration_error(ts.probabilities(scores[split][k]), y),
+        }
+        report["nll"][split] = {
+            "raw": softmax_nll(scores[split][k], y),
+            "calibrated": softmax_nll(ts.scale(scores[split][k]), y),
+        }
+    return report
 
 
 def known_class_metrics(cfg: Config, system: str, outputs: SystemOutputs | None = None) -> dict:
@@ -86,6 +130,13 @@ def known_class_metrics(cfg: Config, system: str, outputs: SystemOutputs | None 
             results[split] = write_classification_outputs(
                 tmp, split, rows["label"].to_numpy(int)[known], preds[split][known], outputs.class_names
             )
+        calibration = fit_temperature(outputs)
+        if calibration is not None:
+            (tmp / "calibration.json").write_text(json.dumps(calibration, indent=2))
+            for split, ece in calibration["ece"].items():
+                if split in results:
+                    results[split]["ece"] = ece["calibrated"]
+                    results[split]["ece_raw"] = ece["raw"]
         write_metrics_json(tmp / "metrics.json", results)
         write_manifest(tmp, "known_class_metrics", {"outputs": outputs.outputs_id}, system=system)
     return results
@@ -165,8 +216,36 @@ def ood_step(
         info = json.loads((tmp / "thresholds.json").read_text())
         info.update(system=system, outputs_id=outputs.outputs_id, class_names=outputs.class_names)
         (tmp / "thresholds.json").write_text(json.dumps(info, indent=2))
+        _reliability_png(tmp / "reliability.png", outputs, info, scores)
         write_manifest(tmp, "ood_step", {"outputs": outputs.outputs_id}, system=system)
     return summary
+
+
+def _reliability_png(path: Path, outputs: SystemOutputs, info: dict, scores: dict) -> None:
+    """Eval reliability diagram: closed-set probabilities (temperature from dev) and P(unseen) of the default scorer."""
+    from sourcetracing.ood.calibration import LogisticCalibration, TemperatureScaling, plot_reliability
+
+    if "eval" not in outputs.splits:
+        return
+    ev = outputs.splits["eval"]
+    kwargs: dict = {}
+    calibration = fit_temperature(outputs)
+    class_s = class_scores(outputs)
+    known = ev.rows["known"].to_numpy(bool)
+    if calibration is not None and class_s is not None and known.sum() > 1:
+        ts = TemperatureScaling.from_dict(calibration["temperature"])
+        kwargs.update(
+            probs=ts.probabilities(class_s["eval"][known]), labels=ev.rows["label"].to_numpy(int)[known]
+        )
+    default = info["default"]
+    entry = info["scorers"][default]
+    if entry.get("calibration") and known.any() and (~known).any():
+        cal = LogisticCalibration.from_dict(entry["calibration"])
+        kwargs.update(ood_llr=cal.llr(np.asarray(scores[default]["eval"], dtype=np.float64)), is_ood=~known)
+    if kwargs:
+        plot_reliability(
+            path, title=f"{outputs.system} on eval (fitted on dev; OOD scorer {default})", **kwargs
+        )
 
 
 def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
