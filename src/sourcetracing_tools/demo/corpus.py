@@ -6,11 +6,15 @@ Layout under ``out``::
     protocols/{train,dev,eval}.csv                                       path,model_name
     musan/{noise,music,speech}/<subset>/*.wav                            MUSAN stand-in
     RIRS_NOISES/simulated_rirs/{small,medium,large}room/RoomNNN/*.wav    RIRS_NOISES stand-in
+    clips.csv                                                            path,system,split,channel
     corpus_summary.csv  corpus_config.json
 
-``PLAN`` below is the whole design: which system is made by which engine and voice, in which
-languages, and whether it is *known* (in train, dev and eval) or *unseen* in dev or in eval only.
-The pip-only systems satisfy every structural rule by themselves (see ``check_structure``); the
+``PLAN`` below is the whole design of the default corpus: which system is made by which engine
+and voice, in which languages, and whether it is *known* (in train, dev and eval) or *unseen* in
+dev or in eval only. ``HARD_PLAN`` (``--plan hard``) adds near-twin systems (``twin_of``: one
+engine, model or voice with other ``settings`` or another voice) and sends a share of every
+system's clips through a channel (``channel.apply_channel``). ``PLANS`` names both. In each plan
+the pip-only systems satisfy every structural rule by themselves (see ``check_structure``); the
 Debian engines (flite, festival), when installed, add more known and unseen systems.
 
 Everything is deterministic for a seed: texts, chunks of work and their random seeds never depend
