@@ -3,6 +3,11 @@ RIRS_NOISES stand-ins, so the real loaders and steps run without any download.
 
     python scripts/make_demo_corpus.py --out data/demo               # default size (< 5 min, 2 cores)
     python scripts/make_demo_corpus.py --out /tmp/tiny --small --engines pip
+    python scripts/make_demo_corpus.py --plan hard --out data/demo_hard   # near-twins + channels
+
+The hard plan adds near-twin systems (one model or voice with different settings) and passes a
+share of every system's clips through a channel (codec, low sample rate, level, noise), listed in
+clips.csv.
 
 Reruns skip the files that exist and rewrite the protocols identically.
 """
@@ -12,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sourcetracing_tools.demo.corpus import SIZES, CorpusError, build_corpus
+from sourcetracing_tools.demo.corpus import PLANS, CorpusError, build_corpus
 from sourcetracing_tools.demo.engines import ENGINE_GROUPS, ENGINES
 
 
@@ -23,10 +28,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--out", default="data/demo", help="output folder (default: data/demo)")
     parser.add_argument(
+        "--plan",
+        choices=sorted(PLANS),
+        default="default",
+        help="; ".join(f"{name}: {plan.description}" for name, plan in PLANS.items()).replace("%", "%%")
+        + " (default: default)",
+    )
+    parser.add_argument(
         "--small",
         action="store_true",
         help="tiny corpus for tests: {}/{}/{} train/dev/eval clips per known system".format(
-            *SIZES["small"].known
+            *PLANS["default"].sizes["small"].known
         ),
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of texts, noises, rooms and model noise")
@@ -48,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         report = build_corpus(
             args.out,
             size="small" if args.small else "default",
+            plan=args.plan,
             seed=args.seed,
             engines=args.engines,
             jobs=args.jobs,

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import json
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from sourcetracing_tools.demo import corpus, engines
+from sourcetracing_tools.demo import channel, corpus, engines
 from sourcetracing_tools.demo.corpus import PLAN, SIZES, SPLITS, build_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,7 +150,9 @@ def test_rerun_through_the_cli_changes_nothing(small: tuple[Path, corpus.CorpusR
     out, _ = small
     before = snapshot(out)
     protocols = {p.name: p.read_bytes() for p in (out / "protocols").glob("*.csv")}
-    extras = {name: (out / name).read_bytes() for name in ("corpus_summary.csv", "corpus_config.json")}
+    extras = {
+        name: (out / name).read_bytes() for name in ("corpus_summary.csv", "corpus_config.json", "clips.csv")
+    }
     spec = importlib.util.spec_from_file_location(
         "make_demo_corpus", ROOT / "scripts" / "make_demo_corpus.py"
     )
@@ -160,7 +164,7 @@ def test_rerun_through_the_cli_changes_nothing(small: tuple[Path, corpus.CorpusR
     assert set(after) == set(before)
     assert all(after[k] == before[k] for k in after if not k.endswith((".csv", ".json", "rir_list")))
     assert {p.name: p.read_bytes() for p in (out / "protocols").glob("*.csv")} == protocols
-    for name in ("corpus_summary.csv", "corpus_config.json"):
+    for name in extras:
         assert (out / name).read_bytes() == extras[name]
     with pytest.raises(corpus.CorpusError):
         build_corpus(out, size="small", seed=1, engines="pip", progress=False, verbose=False)
@@ -237,3 +241,159 @@ def test_engine_selection() -> None:
     assert engines.resolve_engines("pip,flite") == ("espeak", "piper", "kokoro", "sam", "flite")
     with pytest.raises(ValueError):
         engines.resolve_engines("espeak,nope")
+
+
+# ---------------------------------------------------------------------------------------------
+# The hard plan: near-twins and channels
+
+HARD = corpus.PLANS["hard"]
+HARD_PIP = [s for s in HARD.systems if s.engine in engines.ENGINE_GROUPS["pip"]]
+TINY = corpus.CorpusSize("tiny", known=(3, 1, 2), unseen=2, heldout=1, musan=(0, 0, 0), rooms=0)
+
+
+def hard_rows(systems: list[corpus.SystemSpec], size: corpus.CorpusSize) -> list[corpus.SystemRow]:
+    return corpus.summary_rows(systems, corpus.plan_clips(systems, size, 0, HARD.channel_share))
+
+
+@pytest.mark.parametrize("which", ["all", "pip"])
+def test_hard_plan_rules(which: str) -> None:
+    systems = list(HARD.systems) if which == "all" else HARD_PIP
+    for size in HARD.sizes.values():
+        assert corpus.check_structure(hard_rows(systems, size), twins=True) == []
+    rows = hard_rows(systems, HARD.size("default"))
+    by_name = {r.system: r for r in rows}
+    known = {r.system for r in rows if r.role == "known"}
+    dev_unseen = {r.system for r in rows if r.role == "dev-unseen"}
+    eval_unseen = {r.system for r in rows if r.role == "eval-unseen"}
+    assert dev_unseen and eval_unseen and not dev_unseen & eval_unseen
+    for unseen in (dev_unseen, eval_unseen):
+        assert {by_name[s].engine for s in unseen if by_name[s].twin_of} >= {"espeak", "piper", "kokoro"}
+        assert any(not by_name[s].twin_of for s in unseen)  # and systems that are nobody's twin
+    assert any(by_name[s].twin_of for s in known)  # near-twins among the known systems too
+    spec = {s.name: s for s in systems}
+    for r in rows:
+        for twin in r.twin_of:
+            assert twin in known
+            same_engine = spec[twin].engine == spec[r.system].engine
+            assert (
+                same_engine or spec[twin].family == spec[r.system].family == "diphone"
+            )  # shared kal database
+    for twin_spec in (s for s in systems if s.twin_of and s.engine in ("espeak", "piper")):
+        assert any(spec[t].voice == twin_spec.voice for t in twin_spec.twin_of)  # one voice, other settings
+    sizes = {s: sum(r.clips.values()) for s, r in by_name.items()}
+    assert all(15 <= n for s, n in sizes.items() if s not in known and spec[s].engine != "kokoro")
+    assert all(40 <= by_name[s].clips["train"] <= 60 for s in known if spec[s].engine != "kokoro")
+
+
+def test_hard_plan_channel_share_per_system() -> None:
+    clips = corpus.plan_clips(HARD.systems, HARD.size("default"), 0, HARD.channel_share)
+    for spec in HARD.systems:
+        mine = [c for c in clips if c.system == spec.name]
+        share = sum(c.channel_seed is not None for c in mine) / len(mine)
+        assert 0.3 <= share <= 0.5, (spec.name, share)
+    kinds = {c.channel.split()[0] for c in clips}
+    assert kinds == {"none", *channel.KINDS}
+    assert all((c.channel == "none") == (c.channel_seed is None) for c in clips)
+    assert all(c.channel == channel.describe_channel(c.channel_seed) for c in clips if c.channel_seed)
+    again = corpus.plan_clips(HARD.systems, HARD.size("default"), 0, HARD.channel_share)
+    assert again == clips
+    other = corpus.plan_clips(HARD.systems, HARD.size("default"), 1, HARD.channel_share)
+    assert [c.channel for c in other] != [c.channel for c in clips]
+    default_clips = corpus.plan_clips(PLAN, SIZES["default"], 0)
+    assert all(c.channel_seed is None and c.channel == "none" for c in default_clips)
+
+
+def test_plan_errors() -> None:
+    spec = HARD.systems[0]
+    with pytest.raises(ValueError, match="unknown setting"):
+        corpus.SystemSpec(
+            "x/y", "piper", "en_US-joe-medium", "VITS", ("en",), "known", settings=(("speed", 1.0),)
+        )
+    with pytest.raises(ValueError, match="no known systems"):
+        corpus.CorpusPlan("bad", (replace(spec, twin_of=("nope/none",)),), SIZES)
+    with pytest.raises(ValueError, match="channel_share"):
+        corpus.CorpusPlan("bad", (spec,), SIZES, channel_share=1.5)
+    with pytest.raises(ValueError, match="unknown plan"):
+        build_corpus("unused", plan="harder")
+    with pytest.raises(ValueError, match="no size"):
+        HARD.size("huge")
+    with pytest.raises(ValueError, match="allowed: rate, pitch, range"):
+        engines.create_engine("espeak", settings={"speed": 2})
+
+
+def test_channel_is_deterministic_and_keeps_length() -> None:
+    rng = np.random.default_rng(0)
+    t = np.arange(3 * 16000) / 16000
+    wave = 0.1 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t)) + 0.01 * rng.standard_normal(
+        t.size
+    )
+    wave = wave.astype(np.float32)
+    seen = set()
+    for seed in range(40):
+        out, text = channel.apply_channel(wave, 16000, np.random.default_rng(seed))
+        again, text_again = channel.apply_channel(wave, 16000, np.random.default_rng(seed))
+        assert text == text_again == channel.describe_channel(seed)
+        np.testing.assert_array_equal(out, again)
+        assert out.shape == wave.shape and out.dtype == np.float32
+        assert np.all(np.abs(out) <= 1.0)
+        kind = text.split()[0]
+        seen.add(kind)
+        if kind != "gain":  # the content survives: codecs and noise stay close to the input
+            assert np.corrcoef(out, wave)[0, 1] > 0.8, text
+    assert seen == set(channel.KINDS)
+    with pytest.raises(ValueError, match="mono"):
+        channel.apply_channel(np.zeros((2, 100), np.float32), 16000, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="sample_rate"):
+        channel.apply_channel(wave, 0, np.random.default_rng(0))
+
+
+def test_engine_settings_change_the_audio() -> None:
+    slow, fast = (engines.create_engine("espeak", settings={"rate": r, "pitch": 30}) for r in (120, 240))
+    try:
+        text = "The old captain carries a small wooden boat."
+        a, rate = slow.synthesize(text, "en-us+m3", "en")
+        b, _ = fast.synthesize(text, "en-us+m3", "en")
+        assert len(a) > 1.5 * len(b)
+    finally:
+        slow.close()
+        fast.close()
+    sam_low = engines.SamEngine(settings={"pitch": 90}).synthesize("Hello there.", "default", "en")[0]
+    sam_default = engines.SamEngine().synthesize("Hello there.", "default", "en")[0]
+    assert sam_low.shape != sam_default.shape or not np.array_equal(sam_low, sam_default)
+
+
+def test_tiny_hard_build(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "hard"
+    report = build_corpus(out, size=TINY, plan="hard", engines="espeak,sam", jobs=1, progress=False)
+    printed = capsys.readouterr().out
+    assert "twin of" in printed and "espeak-ng/en-us/m3-slow" in printed
+    assert report.problems == []
+    protocol = {split: read_protocol(out / "protocols" / f"{split}.csv") for split in SPLITS}
+    with open(out / "clips.csv", newline="", encoding="utf-8") as fh:
+        manifest = list(csv.DictReader(fh))
+    assert list(manifest[0]) == ["path", "system", "split", "channel"]
+    listed = [(r["path"], r["model_name"], split) for split in SPLITS for r in protocol[split]]
+    assert [(r["path"], r["system"], r["split"]) for r in manifest] == listed
+    altered = [r for r in manifest if r["channel"] != "none"]
+    assert 0.2 <= len(altered) / len(manifest) <= 0.6
+    for row in altered[:3]:
+        info = sf.info(str(out / "MLAAD_v5" / row["path"]))
+        assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
+    summary = {r["system"]: r for r in read_protocol_summary(out)}
+    assert summary["espeak-ng/en-us/m3-fast"]["twin_of"] == "espeak-ng/en-us/m3 espeak-ng/en-us/m3-slow"
+    assert summary["sam/elf"]["twin_of"] == "" and summary["sam/elf"]["family"] == "formant-8bit"
+    assert not any(name.startswith(("piper", "kokoro")) for name in summary)
+    config = json.loads((out / "corpus_config.json").read_text())
+    assert (config["plan"], config["channel_share"]) == ("hard", HARD.channel_share)
+    with pytest.raises(corpus.CorpusError, match="plan 'hard'"):
+        build_corpus(out, size=TINY, plan="default", engines="espeak", progress=False, verbose=False)
+
+
+def test_default_plan_manifest_has_no_channels(small: tuple[Path, corpus.CorpusReport]) -> None:
+    out, _ = small
+    with open(out / "clips.csv", newline="", encoding="utf-8") as fh:
+        manifest = list(csv.DictReader(fh))
+    listed = [r["path"] for split in SPLITS for r in read_protocol(out / "protocols" / f"{split}.csv")]
+    assert [r["path"] for r in manifest] == listed
+    assert {r["channel"] for r in manifest} == {"none"}
+    assert {r["twin_of"] for r in read_protocol_summary(out)} == {""}

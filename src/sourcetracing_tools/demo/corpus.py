@@ -6,11 +6,15 @@ Layout under ``out``::
     protocols/{train,dev,eval}.csv                                       path,model_name
     musan/{noise,music,speech}/<subset>/*.wav                            MUSAN stand-in
     RIRS_NOISES/simulated_rirs/{small,medium,large}room/RoomNNN/*.wav    RIRS_NOISES stand-in
+    clips.csv                                                            path,system,split,channel
     corpus_summary.csv  corpus_config.json
 
-``PLAN`` below is the whole design: which system is made by which engine and voice, in which
-languages, and whether it is *known* (in train, dev and eval) or *unseen* in dev or in eval only.
-The pip-only systems satisfy every structural rule by themselves (see ``check_structure``); the
+``PLAN`` below is the whole design of the default corpus: which system is made by which engine
+and voice, in which languages, and whether it is *known* (in train, dev and eval) or *unseen* in
+dev or in eval only. ``HARD_PLAN`` (``--plan hard``) adds near-twin systems (``twin_of``: one
+engine, model or voice with other ``settings`` or another voice) and sends a share of every
+system's clips through a channel (``channel.apply_channel``). ``PLANS`` names both. In each plan
+the pip-only systems satisfy every structural rule by themselves (see ``check_structure``); the
 Debian engines (flite, festival), when installed, add more known and unseen systems.
 
 Everything is deterministic for a seed: texts, chunks of work and their random seeds never depend
@@ -27,7 +31,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +39,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from . import texts
+from .channel import apply_channel, describe_channel
 from .engines import ENGINES, Engine, EngineError, EspeakEngine, create_engine, resolve_engines
 
 SPLITS: tuple[str, ...] = ("train", "dev", "eval")
@@ -73,6 +78,8 @@ class SystemSpec:
     langs: tuple[str, ...]  # languages spoken in every split the system appears in
     role: str  # "known" | "dev-unseen" | "eval-unseen"
     heldout_langs: tuple[str, ...] = ()  # known systems: extra languages heard in dev/eval only
+    settings: tuple[tuple[str, float], ...] = ()  # engine settings (see the engine's setting_names)
+    twin_of: tuple[str, ...] = ()  # known systems this one is a near-twin of (same model or voice)
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -81,6 +88,12 @@ class SystemSpec:
             raise ValueError(f"{self.name}: unknown engine {self.engine!r}")
         if self.heldout_langs and self.role != "known":
             raise ValueError(f"{self.name}: only known systems have held-out languages")
+        try:
+            ENGINES[self.engine].validate_settings(dict(self.settings))
+        except ValueError as err:
+            raise ValueError(f"{self.name}: {err}") from None
+        if self.name in self.twin_of:
+            raise ValueError(f"{self.name}: a system is not its own near-twin")
 
     @property
     def model_dir(self) -> str:
@@ -140,6 +153,73 @@ BABBLE_VOICES: tuple[tuple[str, str], ...] = (
     ("sv+m6", "sv"),
 )
 
+
+def _h(
+    name: str,
+    engine: str,
+    voice: str,
+    family: str,
+    langs: str,
+    role: str,
+    settings: str = "",
+    twin_of: str = "",
+    heldout: str = "",
+) -> SystemSpec:
+    """A system of the hard plan; ``settings`` reads ``"key=value key=value"``."""
+    pairs = tuple((k, float(v)) for k, v in (item.split("=") for item in settings.split()))
+    return SystemSpec(
+        name,
+        engine,
+        voice,
+        family,
+        tuple(langs.split()),
+        role,
+        tuple(heldout.split()),
+        pairs,
+        tuple(twin_of.split()),
+    )
+
+
+# The hard plan: near-twin systems (one engine or model with different settings or voices) among
+# the known systems and in both unseen splits, plus unseen systems that are nobody's twin; a share
+# of every system's clips goes through a channel (codec, low sample rate, level, noise). eSpeak
+# ``rate`` is in words/min (default 175), ``pitch`` 0-100 (default 50); Piper's defaults are
+# noise_scale 0.667, length_scale 1, noise_w_scale 0.8; SAM (speed, pitch, mouth, throat)
+# defaults to 72, 64, 128, 128 (a lower pitch value is a higher voice).
+# fmt: off
+HARD_PLAN: tuple[SystemSpec, ...] = (
+    #  model_name                       engine      voice                    family        langs    role           settings                                           twin_of
+    # -- pip-only engines: these alone satisfy every structural rule --
+    _h("espeak-ng/en-us/m3",             "espeak",   "en-us+m3",              "formant",    "en",    "known",       "",                                                "espeak-ng/en-us/m3-slow"),
+    _h("espeak-ng/en-us/m3-slow",        "espeak",   "en-us+m3",              "formant",    "en",    "known",       "rate=150 pitch=40",                               "espeak-ng/en-us/m3"),
+    _h("espeak-ng/en-us/klatt",          "espeak",   "en-us+klatt",           "formant",    "en",    "known"),
+    _h("espeak-ng/multilingual/f2",      "espeak",   "+f2",                   "formant",    "es de", "known",       heldout="it"),
+    _h("piper/en_US-joe/medium",         "piper",    "en_US-joe-medium",      "VITS",       "en",    "known",       "",                                                "piper/en_US-joe/medium-calm"),
+    _h("piper/en_US-joe/medium-calm",    "piper",    "en_US-joe-medium",      "VITS",       "en",    "known",       "noise_scale=0.33 length_scale=1.15 noise_w_scale=0.4", "piper/en_US-joe/medium"),
+    _h("kokoro/jf_alpha",                "kokoro",   "jf_alpha",              "StyleTTS2",  "en",    "known",       "",                                                "kokoro/jf_gongitsune"),
+    _h("kokoro/jf_gongitsune",           "kokoro",   "jf_gongitsune",         "StyleTTS2",  "en",    "known",       "",                                                "kokoro/jf_alpha"),
+    _h("espeak-ng/en-us/m3-fast",        "espeak",   "en-us+m3",              "formant",    "en",    "dev-unseen",  "rate=200 pitch=58",                               "espeak-ng/en-us/m3 espeak-ng/en-us/m3-slow"),
+    _h("piper/en_US-joe/medium-lively",  "piper",    "en_US-joe-medium",      "VITS",       "en",    "dev-unseen",  "noise_scale=0.9 length_scale=0.92 noise_w_scale=1.0", "piper/en_US-joe/medium piper/en_US-joe/medium-calm"),
+    _h("kokoro/jf_nezumi",               "kokoro",   "jf_nezumi",             "StyleTTS2",  "en",    "dev-unseen",  "",                                                "kokoro/jf_alpha kokoro/jf_gongitsune"),
+    _h("espeak-ng/it/m2",                "espeak",   "it+m2",                 "formant",    "it",    "dev-unseen"),
+    _h("sam/elf",                        "sam",      "elf",                   "formant-8bit", "en",  "dev-unseen"),
+    _h("espeak-ng/en-us/m3-bright",      "espeak",   "en-us+m3",              "formant",    "en",    "eval-unseen", "rate=165 pitch=68 range=80",                      "espeak-ng/en-us/m3 espeak-ng/en-us/m3-slow"),
+    _h("piper/en_US-joe/medium-slow",    "piper",    "en_US-joe-medium",      "VITS",       "en",    "eval-unseen", "noise_scale=0.5 length_scale=1.3 noise_w_scale=0.2", "piper/en_US-joe/medium piper/en_US-joe/medium-calm"),
+    _h("kokoro/jf_tebukuro",             "kokoro",   "jf_tebukuro",           "StyleTTS2",  "en",    "eval-unseen", "",                                                "kokoro/jf_alpha kokoro/jf_gongitsune"),
+    _h("espeak-ng/nl/f3",                "espeak",   "nl+f3",                 "formant",    "nl",    "eval-unseen"),
+    _h("sam/little-robot",               "sam",      "little-robot",          "formant-8bit", "en",  "eval-unseen"),
+    # -- Debian engines, used when installed (flite kal16 and festival kal share one diphone database) --
+    _h("flite/slt",                      "flite",    "slt",                   "clustergen", "en",    "known"),
+    _h("flite/awb",                      "flite",    "awb",                   "clustergen", "en",    "known"),
+    _h("flite/kal16",                    "flite",    "kal16",                 "diphone",    "en",    "known"),
+    _h("festival/ked_diphone",           "festival", "ked_diphone",           "diphone",    "en",    "known"),
+    _h("flite/slt-slow",                 "flite",    "slt",                   "clustergen", "en",    "dev-unseen",  "duration_stretch=1.2 f0_mean=190",                "flite/slt"),
+    _h("festival/kal_diphone",           "festival", "kal_diphone",           "diphone",    "en",    "dev-unseen",  "",                                                "flite/kal16 festival/ked_diphone"),
+    _h("flite/rms",                      "flite",    "rms",                   "clustergen", "en",    "eval-unseen", "",                                                "flite/awb flite/slt"),
+    _h("festival/us_slt_hts",            "festival", "cmu_us_slt_arctic_hts", "HTS",        "en",    "eval-unseen"),
+)
+# fmt: on
+
 # Engines whose clips use the short sentences (subject, verb, object): slow speakers or slow models.
 SHORT_TEXT_ENGINES: frozenset[str] = frozenset({"sam", "kokoro"})
 
@@ -152,7 +232,8 @@ class CorpusSize:
     known: tuple[int, int, int]  # clips per known system in train, dev, eval (shared by its languages)
     unseen: int  # clips per unseen system in its split
     heldout: int  # clips per held-out language of a known system, in dev and in eval
-    caps: dict[str, int] = field(default_factory=dict)  # engine -> max clips per system and split
+    # engine -> max clips per system and split, or per split (train, dev, eval)
+    caps: dict[str, int | tuple[int, int, int]] = field(default_factory=dict)
     musan: tuple[int, int, int] = (12, 8, 8)  # noise, music, speech files
     rooms: int = 3  # rooms per room type
     rirs_per_room: int = 3
@@ -166,7 +247,8 @@ class CorpusSize:
         else:
             total = self.known[SPLITS.index(split)] if spec.role == "known" else self.unseen
             n = _share(total, len(spec.langs), spec.langs.index(lang))
-        return min(n, self.caps.get(spec.engine, n))
+        cap = self.caps.get(spec.engine, n)
+        return min(n, cap[SPLITS.index(split)] if isinstance(cap, tuple) else cap)
 
 
 def _share(total: int, parts: int, index: int) -> int:
@@ -191,6 +273,86 @@ SIZES: dict[str, CorpusSize] = {
 }
 
 
+HARD_SIZES: dict[str, CorpusSize] = {
+    "default": CorpusSize(
+        "default",
+        known=(45, 15, 20),
+        unseen=20,
+        heldout=6,
+        caps={"kokoro": (20, 8, 10)},
+        musan=(12, 8, 8),
+        rooms=3,
+    ),
+    "small": CorpusSize(
+        "small",
+        known=(8, 3, 4),
+        unseen=3,
+        heldout=2,
+        caps={"kokoro": 1},
+        musan=(4, 2, 2),
+        rooms=1,
+        rirs_per_room=2,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class CorpusPlan:
+    """A whole corpus design: its systems, its sizes and the share of clips sent through a channel."""
+
+    name: str
+    systems: tuple[SystemSpec, ...]
+    sizes: dict[str, CorpusSize]
+    channel_share: float = 0.0  # per system, split and language: this share of clips gets a channel
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.channel_share <= 1.0:
+            raise ValueError(f"plan {self.name}: channel_share must be in [0, 1], not {self.channel_share}")
+        names = [s.name for s in self.systems]
+        if len(set(names)) != len(names):
+            raise ValueError(f"plan {self.name}: duplicate system names")
+        roles = {s.name: s.role for s in self.systems}
+        for spec in self.systems:
+            bad = [t for t in spec.twin_of if roles.get(t) != "known"]
+            if bad:
+                raise ValueError(
+                    f"plan {self.name}: {spec.name} is a twin of {bad}, which are no known systems"
+                )
+
+    def size(self, size: str | CorpusSize) -> CorpusSize:
+        """A size of this plan by name (``default``, ``small``), or ``size`` itself."""
+        if isinstance(size, CorpusSize):
+            return size
+        if size not in self.sizes:
+            raise ValueError(f"plan {self.name} has no size {size!r}; choose from {sorted(self.sizes)}")
+        return self.sizes[size]
+
+
+PLANS: dict[str, CorpusPlan] = {
+    "default": CorpusPlan("default", PLAN, SIZES, description="distinct systems, clean clips"),
+    "hard": CorpusPlan(
+        "hard",
+        HARD_PLAN,
+        HARD_SIZES,
+        channel_share=0.4,
+        description="near-twin systems, 40% of every system's clips through a channel",
+    ),
+}
+
+
+def resolve_plan(plan: str | CorpusPlan | Sequence[SystemSpec]) -> CorpusPlan:
+    """A plan by name, a plan, or a bare list of systems (default sizes, no channel)."""
+    if isinstance(plan, CorpusPlan):
+        return plan
+    if isinstance(plan, str):
+        if plan not in PLANS:
+            raise ValueError(f"unknown plan {plan!r}; choose from {sorted(PLANS)}")
+        return PLANS[plan]
+    systems = tuple(plan)
+    return PLANS["default"] if systems == PLAN else CorpusPlan("custom", systems, SIZES)
+
+
 # ---------------------------------------------------------------------------------------------
 # Units of work
 
@@ -205,6 +367,8 @@ class Clip:
     relpath: str  # relative to MLAAD_v5: fake/<lang>/<model_dir>/<file>.wav
     text: str
     spares: tuple[str, ...]
+    channel_seed: int | None = None  # seed of the clip's channel (None: the clip stays clean)
+    channel: str = "none"  # what the channel does (channel.describe_channel(channel_seed))
 
 
 @dataclass(frozen=True)
@@ -217,6 +381,7 @@ class SpeechTask:
     lang: str
     seed: int
     clips: tuple[Clip, ...]
+    settings: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -229,8 +394,14 @@ class AugTask:
     params: tuple[tuple[str, object], ...] = ()
 
 
-def plan_clips(systems: Iterable[SystemSpec], size: CorpusSize, seed: int) -> list[Clip]:
-    """Every clip of the given systems, in protocol order (system, split, language, index)."""
+def plan_clips(
+    systems: Iterable[SystemSpec], size: CorpusSize, seed: int, channel_share: float = 0.0
+) -> list[Clip]:
+    """Every clip of the given systems, in protocol order (system, split, language, index).
+
+    With ``channel_share`` > 0, that share of each system's clips per split and language (rounded)
+    is chosen at random and given a channel seed of its own.
+    """
     clips: list[Clip] = []
     for spec in systems:
         short = spec.engine in SHORT_TEXT_ENGINES
@@ -239,12 +410,28 @@ def plan_clips(systems: Iterable[SystemSpec], size: CorpusSize, seed: int) -> li
                 n = size.clips(spec, split, lang)
                 key = spec.name
                 primary = texts.draw_sentences(lang, split, key, n, seed=seed, short=short)
+                altered = _channel_picks(seed, key, split, lang, n, channel_share)
                 for i, text in enumerate(primary):
                     spares = texts.spare_sentences(lang, split, key, i, N_SPARE, seed=seed, short=short)
                     name = f"{spec.model_dir}_{split}_{i:04d}.wav"
                     relpath = f"fake/{lang}/{spec.model_dir}/{name}"
-                    clips.append(Clip(spec.name, lang, split, relpath, text, tuple(spares)))
+                    clip = Clip(spec.name, lang, split, relpath, text, tuple(spares))
+                    if i in altered:
+                        channel_seed = texts.stable_hash(seed, "channel", relpath) & 0x7FFFFFFF
+                        clip = replace(
+                            clip, channel_seed=channel_seed, channel=describe_channel(channel_seed)
+                        )
+                    clips.append(clip)
     return clips
+
+
+def _channel_picks(seed: int, system: str, split: str, lang: str, n: int, share: float) -> set[int]:
+    """Indices of the ``round(share * n)`` clips of a (system, split, language) run that get a channel."""
+    count = int(np.floor(share * n + 0.5))
+    if count == 0:
+        return set()
+    rng = np.random.default_rng([seed, texts.stable_hash("channel-picks", system, split, lang)])
+    return {int(i) for i in rng.choice(n, size=count, replace=False)}
 
 
 def plan_speech_tasks(systems: Iterable[SystemSpec], clips: Sequence[Clip], seed: int) -> list[SpeechTask]:
@@ -259,7 +446,7 @@ def plan_speech_tasks(systems: Iterable[SystemSpec], clips: Sequence[Clip], seed
         for start in range(0, len(members), CHUNK_CLIPS):
             chunk = tuple(members[start : start + CHUNK_CLIPS])
             task_seed = texts.stable_hash(seed, system, split, lang, start) & 0x7FFFFFFF
-            tasks.append(SpeechTask(system, spec.engine, spec.voice, lang, task_seed, chunk))
+            tasks.append(SpeechTask(system, spec.engine, spec.voice, lang, task_seed, chunk, spec.settings))
     return tasks
 
 
@@ -408,7 +595,7 @@ def run_speech_task(task: SpeechTask, mlaad_root: str) -> tuple[str, int, list[f
     missing = [not (root / c.relpath).is_file() for c in task.clips]
     if not any(missing):
         return task.system, 0, []
-    engine = create_engine(task.engine, seed=task.seed)
+    engine = create_engine(task.engine, seed=task.seed, settings=dict(task.settings))
     try:
         if engine.stateful:
             # replay the fixed order up to the last missing clip so that it matches a fresh build
@@ -423,6 +610,12 @@ def run_speech_task(task: SpeechTask, mlaad_root: str) -> tuple[str, int, list[f
             clip = task.clips[i]
             x = _render_clip(engine, clip, task.voice, first)
             if missing[i]:
+                if clip.channel_seed is not None:
+                    x, description = apply_channel(x, SAMPLE_RATE, np.random.default_rng(clip.channel_seed))
+                    if description != clip.channel:
+                        raise EngineError(
+                            f"{clip.relpath}: channel {description!r}, planned {clip.channel!r}"
+                        )
                 write_wav(root / clip.relpath, x)
                 durations.append(len(x) / SAMPLE_RATE)
         return task.system, len(durations), durations
@@ -613,6 +806,7 @@ class SystemRow:
     languages: tuple[str, ...]
     unseen_languages: tuple[str, ...]
     clips: dict[str, int]
+    twin_of: tuple[str, ...] = ()  # known systems (present in the corpus) this one is a near-twin of
 
 
 @dataclass
@@ -660,24 +854,26 @@ def _all_langs(spec: SystemSpec) -> tuple[str, ...]:
 
 
 def summary_rows(systems: Sequence[SystemSpec], clips: Sequence[Clip]) -> list[SystemRow]:
-    """Per-system counts and languages, with the languages unseen in train marked."""
+    """Per-system counts and languages (those unseen in train marked) and near-twins present."""
     train_langs = {c.lang for c in clips if c.split == "train"}
+    in_train = {c.system for c in clips if c.split == "train"}
     rows = []
     for spec in systems:
         mine = [c for c in clips if c.system == spec.name]
         langs = tuple(dict.fromkeys(c.lang for c in mine))
         counts = {split: sum(c.split == split for c in mine) for split in SPLITS}
         unseen = tuple(lang for lang in langs if lang not in train_langs)
-        rows.append(SystemRow(spec.name, spec.engine, spec.family, spec.role, langs, unseen, counts))
+        twins = tuple(t for t in spec.twin_of if t in in_train)
+        rows.append(SystemRow(spec.name, spec.engine, spec.family, spec.role, langs, unseen, counts, twins))
     return rows
 
 
-def check_structure(rows: Sequence[SystemRow]) -> list[str]:
+def check_structure(rows: Sequence[SystemRow], twins: bool = False) -> list[str]:
     """The MLAAD-like rules the corpus should meet; returns the ones it breaks.
 
     Known systems are in train, dev and eval; dev and eval both hold unseen systems, different
     ones; some eval system belongs to a family absent from train; some dev/eval language is
-    absent from train.
+    absent from train. With ``twins`` (the hard plan), also the rules of ``check_twins``.
     """
     problems = []
     in_split = {split: {r.system for r in rows if r.clips[split]} for split in SPLITS}
@@ -699,6 +895,34 @@ def check_structure(rows: Sequence[SystemRow]) -> list[str]:
         problems.append("no eval system of a synthesis family unseen in train")
     if not any(r.unseen_languages for r in rows):
         problems.append("no language in dev/eval that is absent from train")
+    if twins:
+        problems += check_twins(rows)
+    return problems
+
+
+def check_twins(rows: Sequence[SystemRow]) -> list[str]:
+    """The near-twin rules of the hard plan; returns the ones it breaks.
+
+    Every ``twin_of`` entry is a known system of the same family (one engine, or one voice
+    database shared by two engines); some known system has a known twin; dev and eval both hold
+    unseen near-twins and unseen systems that are nobody's twin.
+    """
+    problems = []
+    known = {r.system: r for r in rows if r.clips["train"]}
+    for r in rows:
+        for twin in r.twin_of:
+            if twin not in known:
+                problems.append(f"{r.system}: twin {twin} is not a known system")
+            elif known[twin].family != r.family:
+                problems.append(f"{r.system}: twin {twin} is of family {known[twin].family}, not {r.family}")
+    if not any(r.twin_of for r in known.values()):
+        problems.append("no near-twins among the known systems")
+    for split in ("dev", "eval"):
+        unseen = [r for r in rows if r.clips[split] and r.system not in known]
+        if not any(r.twin_of for r in unseen):
+            problems.append(f"{split} has no unseen near-twin of a known system")
+        if not any(not r.twin_of for r in unseen):
+            problems.append(f"{split} has no unseen system that is nobody's near-twin")
     return problems
 
 
@@ -717,23 +941,45 @@ def write_protocols(out: Path, clips: Sequence[Clip]) -> dict[str, Path]:
     return paths
 
 
+def write_manifest(out: Path, clips: Sequence[Clip]) -> Path:
+    """``clips.csv``: one row per clip (protocol path, system, split, channel or ``none``), in the
+    order of the protocols train, dev, eval."""
+    path = out / "clips.csv"
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(["path", "system", "split", "channel"])
+        for split in SPLITS:
+            writer.writerows(
+                [f"./{c.relpath}", c.system, c.split, c.channel] for c in clips if c.split == split
+            )
+    return path
+
+
 def write_summary(out: Path, rows: Sequence[SystemRow]) -> Path:
-    """``corpus_summary.csv``: system, engine, family, role, languages, unseen languages, counts."""
+    """``corpus_summary.csv``: system, engine, family, role, languages, unseen languages, counts,
+    near-twins (space-separated known systems; empty when none)."""
     path = out / "corpus_summary.csv"
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(["system", "engine", "family", "role", "languages", "unseen_languages", *SPLITS])
+        writer.writerow(
+            ["system", "engine", "family", "role", "languages", "unseen_languages", *SPLITS, "twin_of"]
+        )
         for r in rows:
             writer.writerow(
                 [r.system, r.engine, r.family, r.role, " ".join(r.languages), " ".join(r.unseen_languages)]
                 + [r.clips[s] for s in SPLITS]
+                + [" ".join(r.twin_of)]
             )
     return path
 
 
 def format_summary(rows: Sequence[SystemRow]) -> str:
-    """The summary as an aligned text table (unseen languages marked with ``*``)."""
-    header = ["system", "engine", "family", "languages", "role", *SPLITS]
+    """The summary as an aligned text table (unseen languages marked with ``*``; a ``twin of``
+    column when some system has near-twins)."""
+    with_twins = any(r.twin_of for r in rows)
+    header = ["system", "engine", "family", "languages", "role", *SPLITS] + (
+        ["twin of"] if with_twins else []
+    )
     body = [
         [
             r.system,
@@ -743,12 +989,14 @@ def format_summary(rows: Sequence[SystemRow]) -> str:
             r.role,
             *(str(r.clips[s]) for s in SPLITS),
         ]
+        + ([", ".join(r.twin_of)] if with_twins else [])
         for r in rows
     ]
     totals = ["total", "", "", "", "", *(str(sum(r.clips[s] for r in rows)) for s in SPLITS)]
+    totals += [""] if with_twins else []
     table = [header, *body, totals]
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-    numeric = set(range(5, len(header)))
+    numeric = set(range(5, 5 + len(SPLITS)))
 
     def fmt(line: list[str]) -> str:
         return "  ".join(
@@ -761,14 +1009,15 @@ def format_summary(rows: Sequence[SystemRow]) -> str:
     return "\n".join(lines) + "\n(* = language absent from train)"
 
 
-def _check_config(out: Path, seed: int) -> None:
+def _check_config(out: Path, seed: int, plan: str) -> None:
     path = out / "corpus_config.json"
     if path.is_file():
         previous = json.loads(path.read_text(encoding="utf-8"))
-        if previous.get("seed") != seed or previous.get("format") != FORMAT_VERSION:
+        before = previous.get("plan", "default")
+        if previous.get("seed") != seed or previous.get("format") != FORMAT_VERSION or before != plan:
             raise CorpusError(
-                f"{out} holds a corpus built with seed {previous.get('seed')} (format "
-                f"{previous.get('format')}); rebuild with that seed or choose another --out"
+                f"{out} holds a corpus of plan {before!r} built with seed {previous.get('seed')} (format "
+                f"{previous.get('format')}); rebuild with that plan and seed or choose another --out"
             )
 
 
@@ -849,21 +1098,24 @@ def build_corpus(
     jobs: int | None = None,
     progress: bool = True,
     verbose: bool = True,
-    plan: Sequence[SystemSpec] = PLAN,
+    plan: str | CorpusPlan | Sequence[SystemSpec] = "default",
 ) -> CorpusReport:
-    """Build (or complete) the demo corpus under ``out`` and return what was made.
+    """Build (or complete) the demo corpus of ``plan`` (``default``, ``hard``; see ``PLANS``)
+    under ``out`` and return what was made.
 
     Engines that are missing or fail to initialise are skipped (reported in one line); the
-    protocols, ``corpus_summary.csv`` and ``corpus_config.json`` are rewritten on every run.
+    protocols, ``clips.csv``, ``corpus_summary.csv`` and ``corpus_config.json`` are rewritten on
+    every run.
     """
     started = time.perf_counter()
     out = Path(out)
-    size = SIZES[size] if isinstance(size, str) else size
+    corpus_plan = resolve_plan(plan)
+    size = corpus_plan.size(size)
     jobs = max(1, int(jobs or os.cpu_count() or 1))
     engine_names = resolve_engines(engines)
-    _check_config(out, seed)
+    _check_config(out, seed, corpus_plan.name)
 
-    requested = [s for s in plan if s.engine in engine_names]
+    requested = [s for s in corpus_plan.systems if s.engine in engine_names]
     skipped = check_availability(requested, engine_names)
     babble = "espeak" in engine_names and "espeak" not in skipped
     if babble:
@@ -880,7 +1132,7 @@ def build_corpus(
         else:
             print(f"engines: all of {', '.join(engine_names)} available")
 
-    clips = plan_clips(systems, size, seed)
+    clips = plan_clips(systems, size, seed, corpus_plan.channel_share)
     tasks: list[SpeechTask | AugTask] = [*plan_speech_tasks(systems, clips, seed)]
     tasks += plan_aug_tasks(size, seed, with_speech=babble)
     out.mkdir(parents=True, exist_ok=True)
@@ -901,12 +1153,20 @@ def build_corpus(
     clips = [c for c in clips if c.system not in failed]
 
     protocols = write_protocols(out, clips)
+    write_manifest(out, clips)
     rows = summary_rows(systems, clips)
     write_summary(out, rows)
     _write_rir_lists(out, size)
-    config = {"format": FORMAT_VERSION, "seed": seed, "size": size.name, "systems": [s.name for s in systems]}
+    config = {
+        "format": FORMAT_VERSION,
+        "plan": corpus_plan.name,
+        "seed": seed,
+        "size": size.name,
+        "channel_share": corpus_plan.channel_share,
+        "systems": [s.name for s in systems],
+    }
     (out / "corpus_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    problems = check_structure(rows)
+    problems = check_structure(rows, twins=any(s.twin_of for s in corpus_plan.systems))
     seconds = time.perf_counter() - started
     if verbose:
         print(format_summary(rows))

