@@ -6,8 +6,9 @@ rate (8 or 11.025 kHz and back), a level change, or mild added noise. The output
 length and sample rate, and the same generator state gives the same audio and description.
 
 Every system of the hard demo plan passes a share of its clips through a channel, so that a
-channel never identifies a system. The codecs will move to the library's
-``sourcetracing.data.transforms`` when it exists; this module then calls it.
+channel never identifies a system. The codecs and the low-rate detour are the library's
+transforms (:mod:`sourcetracing.data.transforms`), so the corpus and the toolkit's robustness
+conditions degrade audio the same way.
 
 >>> import numpy as np
 >>> wave = np.sin(np.linspace(0, 2000, 16000)).astype(np.float32) * 0.1
@@ -18,16 +19,17 @@ channel never identifies a system. The codecs will move to the library's
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import numpy as np
 
-# (soundfile format, subtype, range of compression_level: 0 = best quality, 1 = smallest file)
-CODECS: dict[str, tuple[str, str, tuple[float, float]]] = {
-    "mp3": ("MP3", "MPEG_LAYER_III", (0.6, 0.95)),  # about 48 down to 24 kbit/s at 16 kHz
-    "opus": ("OGG", "OPUS", (0.75, 0.95)),
-    "vorbis": ("OGG", "VORBIS", (0.5, 0.9)),
+from sourcetracing.data.transforms import codec_roundtrip, resample_roundtrip
+
+# codec -> (its setting, the range drawn from): low bit rates / qualities, as found in the wild
+CODECS: dict[str, tuple[str, tuple[float, float]]] = {
+    "mp3": ("bitrate_kbps", (24.0, 48.0)),
+    "opus": ("bitrate_kbps", (8.0, 24.0)),
+    "vorbis": ("quality", (0.0, 4.0)),
 }
 LOW_RATES: tuple[int, ...] = (8000, 11025)
 GAIN_DB: tuple[float, float] = (-20.0, -6.0)
@@ -41,14 +43,15 @@ class Channel:
     """One drawn channel: its kind and its one setting."""
 
     kind: str  # one of KINDS
-    value: float  # compression level, low rate (Hz), gain (dB) or SNR (dB)
+    value: float  # codec bit rate (kbit/s) or quality, low rate (Hz), gain (dB) or SNR (dB)
     colour: str = ""  # noise only
 
     @property
     def description(self) -> str:
-        """A short human-readable name, e.g. ``mp3 level 0.80`` or ``noise pink 22 dB``."""
+        """A short human-readable name, e.g. ``mp3 32 kbit/s`` or ``noise pink 22 dB``."""
         if self.kind in CODECS:
-            return f"{self.kind} level {self.value:.2f}"
+            unit = " kbit/s" if CODECS[self.kind][0] == "bitrate_kbps" else " quality"
+            return f"{self.kind} {self.value:g}{unit}"
         if self.kind == "resample":
             return f"resample {self.value:g} Hz"
         if self.kind == "gain":
@@ -60,8 +63,8 @@ def draw_channel(rng: np.random.Generator) -> Channel:
     """Draw a channel (kinds equally likely); the first draws of ``rng`` are used."""
     kind = KINDS[int(rng.integers(len(KINDS)))]
     if kind in CODECS:
-        low, high = CODECS[kind][2]
-        return Channel(kind, round(float(rng.uniform(low, high)), 2))
+        low, high = CODECS[kind][1]
+        return Channel(kind, float(round(rng.uniform(low, high))))
     if kind == "resample":
         return Channel(kind, float(LOW_RATES[int(rng.integers(len(LOW_RATES)))]))
     if kind == "gain":
@@ -89,9 +92,9 @@ def apply_channel(wave: np.ndarray, sample_rate: int, rng: np.random.Generator) 
     if x.size == 0:
         return x.copy(), channel.description
     if channel.kind in CODECS:
-        y = _codec(x, sample_rate, channel.kind, channel.value)
+        y = codec_roundtrip(x, sample_rate, channel.kind, **{CODECS[channel.kind][0]: channel.value})
     elif channel.kind == "resample":
-        y = _resample_detour(x, sample_rate, int(channel.value))
+        y = resample_roundtrip(x, sample_rate, rng, via_rate=int(channel.value))
     elif channel.kind == "gain":
         y = x * np.float32(10 ** (channel.value / 20))
     else:
@@ -101,39 +104,6 @@ def apply_channel(wave: np.ndarray, sample_rate: int, rng: np.random.Generator) 
 
 def _rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
-
-
-def _codec(x: np.ndarray, sample_rate: int, kind: str, level: float) -> np.ndarray:
-    """Encode and decode in memory; a decoder that adds samples (MP3 priming) is re-aligned."""
-    import soundfile as sf
-
-    fmt, subtype, _ = CODECS[kind]
-    buffer = io.BytesIO()
-    sf.write(buffer, x, sample_rate, format=fmt, subtype=subtype, compression_level=level)
-    buffer.seek(0)
-    y, rate = sf.read(buffer, dtype="float32")
-    if rate != sample_rate:
-        raise RuntimeError(f"{kind} decoder returned {rate} Hz for {sample_rate} Hz audio")
-    return _align(y.reshape(len(y), -1).mean(axis=1), x)
-
-
-def _align(y: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """``y`` cut (at its best-correlating lag) or zero-padded to the length of ``reference``."""
-    n = len(reference)
-    extra = len(y) - n
-    if extra > 0:
-        window = reference[: min(n, 8192)].astype(np.float64)
-        scores = [float(np.dot(y[lag : lag + len(window)], window)) for lag in range(extra + 1)]
-        lag = int(np.argmax(scores))
-        return y[lag : lag + n]
-    return np.pad(y, (0, -extra)) if extra < 0 else y
-
-
-def _resample_detour(x: np.ndarray, sample_rate: int, low_rate: int) -> np.ndarray:
-    import soxr
-
-    down = soxr.resample(x, sample_rate, low_rate, quality="HQ")
-    return _align(soxr.resample(down, low_rate, sample_rate, quality="HQ"), x)
 
 
 def _noise(rng: np.random.Generator, n: int, colour: str, rms: float) -> np.ndarray:
