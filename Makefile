@@ -44,7 +44,7 @@ demo: install
 SEEDS ?= 0 1 2
 demo-seeds: install
 	PYTHON=$(PY) ./run.sh --config $(DEMO_CONFIG) --corpus $(DEMO_DATA) --stop-stage 0
-	for s in $(SEEDS); do PYTHON=$(PY) ./run.sh --config $(DEMO_CONFIG) --stage 1 --stop-stage 8 -- seed=$$s exp_dir=$(DEMO_EXP)_s$$s || exit 1; done
+	for s in $(SEEDS); do PYTHON=$(PY) ./run.sh --config $(DEMO_CONFIG) --stage 1 --stop-stage 10 -- seed=$$s exp_dir=$(DEMO_EXP)_s$$s || exit 1; done
 	$(PY) scripts/summarize_results.py --exp $(foreach s,$(SEEDS),$(DEMO_EXP)_s$(s)) --out $(DEMO_EXP)_seeds.md
 
 clean-demo:

@@ -16,16 +16,18 @@
 #   4  OOD detection (every scorer)                scripts/ood_detector.py
 #   5  GE2E: train, export, judge                  train_ge2e.py
 #   6  the MFCC reference system: export, judge    scripts/reference_baseline.py
-#   7  embeddings and 2-D maps                     scripts/generate_embeddings.py, scripts/plot_embeddings.py
-#   8  summary of every system and scorer          scripts/summarize_results.py
-#   9  trace a few clips                           scripts/trace.py
+#   7  the utterance-statistics system             scripts/stats_system.py
+#   8  score fusion (fitted on dev), judge          scripts/fusion.py
+#   9  embeddings and 2-D maps                     scripts/generate_embeddings.py, scripts/plot_embeddings.py
+#  10  summary of every system and scorer          scripts/summarize_results.py
+#  11  trace a few clips                           scripts/trace.py
 set -euo pipefail
 cd "$(dirname "$0")"
 
 PY=${PYTHON:-python}
 config=""
 stage=0
-stop_stage=9
+stop_stage=11
 corpus=""
 corpus_args=""
 trace_inputs=""
@@ -42,7 +44,7 @@ while [ $# -gt 0 ]; do
     --python) PY=$2; shift 2 ;;
     --force) train_mode="--force"; shift ;;
     --) shift; overrides=("$@"); break ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -88,18 +90,26 @@ if run_stage 6; then
   $PY scripts/reference_baseline.py "${cfg[@]}"
 fi
 if run_stage 7; then
-  banner 7 "embeddings and 2-D maps"
+  banner 7 "the utterance-statistics system"
+  $PY scripts/stats_system.py "${cfg[@]}"
+fi
+if run_stage 8; then
+  banner 8 "score fusion"
+  $PY scripts/fusion.py "${cfg[@]}"
+fi
+if run_stage 9; then
+  banner 9 "embeddings and 2-D maps"
   for system in ge2e aasist; do
     $PY scripts/generate_embeddings.py "${cfg[@]}" --system "$system"
     $PY scripts/plot_embeddings.py "${cfg[@]}" --system "$system"
   done
 fi
-if run_stage 8; then
-  banner 8 "summary"
+if run_stage 10; then
+  banner 10 "summary"
   $PY scripts/summarize_results.py "${cfg[@]}"
 fi
-if run_stage 9; then
-  banner 9 "trace a few clips"
+if run_stage 11; then
+  banner 11 "trace a few clips"
   if [ -z "$trace_inputs" ]; then
     root=$($PY -c "import sys; from sourcetracing.config import load_config; print(load_config(sys.argv[1], sys.argv[2:]).data.root)" "${cfg[@]:1}")
     trace_inputs=$(find "$root" -name '*_eval_0000.wav' | sort | head -n 20 | tr '\n' ' ')

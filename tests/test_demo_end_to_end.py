@@ -25,8 +25,10 @@ EXPECTED = {  # stage -> files it must write (relative to exp_dir)
         "aasist/ood_step/thresholds.json", "aasist/ood_step/roc_eval.png", "aasist/ood_step/det_eval.png"],
     5: ["ge2e/trained_models/best.pt", "ge2e/outputs/meta.json", "ge2e/results/metrics.json", "ge2e/ood_step/ood_summary.csv"],
     6: ["mfcc/outputs/meta.json", "mfcc/results/metrics.json", "mfcc/ood_step/OOD_eval_results.txt"],
-    7: ["ge2e/embeddings/embedding_map.png", "aasist/embeddings/embedding_map.png", "ge2e/embeddings/eval.npz"],
-    8: ["summary.md"],
+    7: ["stats/outputs/meta.json", "stats/results/metrics.json", "stats/ood_step/ood_summary.csv"],
+    8: ["fusion/outputs/meta.json", "fusion/results/metrics.json", "fusion/ood_step/OOD_eval_results.txt"],
+    9: ["ge2e/embeddings/embedding_map.png", "aasist/embeddings/embedding_map.png", "ge2e/embeddings/eval.npz"],
+    10: ["summary.md"],
 }  # fmt: skip
 
 
@@ -39,7 +41,7 @@ def test_run_sh_stages_on_the_small_demo(small_demo, tmp_path):
         f"data.root={corpus / 'MLAAD_v5'}", f"data.protocols={corpus / 'protocols'}",
         f"augment.musan={corpus / 'musan'}", f"augment.rirs={corpus / 'RIRS_NOISES'}", f"exp_dir={exp}",
         "features.num_workers=0", "train.epochs=2", "train.batch_size=32", "ge2e.epochs=2", "ge2e.steps_per_epoch=5",
-        "mfcc.jobs=1",
+        "mfcc.jobs=1", "stats.jobs=1",
     ]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", SOURCETRACING_PASS_LOG=str(passes))
     cmd = [
@@ -56,7 +58,7 @@ def test_run_sh_stages_on_the_small_demo(small_demo, tmp_path):
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=1500)
     assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-    for stage in range(1, 10):
+    for stage in range(1, 12):
         assert f"== stage {stage}:" in proc.stdout
     for stage, files in EXPECTED.items():
         for f in files:
@@ -73,7 +75,7 @@ def test_run_sh_stages_on_the_small_demo(small_demo, tmp_path):
             protocols[split]
         )
     known_eval = int(protocols["eval"]["model_name"].isin(set(protocols["train"]["model_name"])).sum())
-    for system in ("aasist", "ge2e", "mfcc"):
+    for system in ("aasist", "ge2e", "mfcc", "stats", "fusion"):
         assert json.loads((exp / system / "results" / "metrics.json").read_text())["eval"]["n"] == known_eval
     summary = pd.read_csv(exp / "aasist" / "ood_step" / "ood_summary.csv")
     assert set(summary["scorer"]) == {"nsd", "msp", "maxlogit", "energy", "knn", "mahalanobis", "centroid"}
@@ -83,7 +85,9 @@ def test_run_sh_stages_on_the_small_demo(small_demo, tmp_path):
         "centroid",
     }
     table = (exp / "summary.md").read_text()
-    assert all(f"| {s} |" in table for s in ("aasist", "ge2e", "mfcc"))
+    assert all(f"| {s} |" in table for s in ("aasist", "ge2e", "mfcc", "stats", "fusion"))
+    fusion = json.loads((exp / "fusion" / "outputs" / "meta.json").read_text())
+    assert fusion["members"] and all(":" in m for m in fusion["members"])
     traced = pd.read_csv(next((exp / "trace").glob("trace_*.csv")))
     assert (
         len(traced)
@@ -93,7 +97,9 @@ def test_run_sh_stages_on_the_small_demo(small_demo, tmp_path):
 
     # every system ran over each split exactly once in the whole pipeline
     runs = Counter(tuple(line.split("\t")[:2]) for line in passes.read_text().splitlines())
-    assert set(runs) == {(s, split) for s in ("aasist", "ge2e", "mfcc") for split in ("train", "dev", "eval")}
+    assert set(runs) == {
+        (s, split) for s in ("aasist", "ge2e", "mfcc", "stats") for split in ("train", "dev", "eval")
+    }
     assert set(runs.values()) == {1}, runs
 
     # a rerun resumes: nothing is retrained, the outputs are exported again with the same content

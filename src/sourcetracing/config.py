@@ -133,6 +133,17 @@ STATIC_DEFAULTS: dict[str, Any] = {
         "crop": False,  # False: statistics of the whole clip (no wrap padding); True: the 4 s crop
         "jobs": 0,  # parallel audio workers (0 = features.num_workers)
     },
+    "stats": {
+        "features": ["mfcc", "prosody", "spectrum"],  # groups of sourcetracing.systems.utterance_features
+        "projection": "lda",  # lda (shrinkage LDA on the known systems) | none
+        "n_mfcc": 20,
+        "crop": False,
+        "jobs": 0,
+    },
+    "fusion": {
+        "members": ["auto"],  # system:scorer names, or auto (forward selection on dev)
+        "max_members": 4,
+    },
     "trace": {"top_k": 3, "system": "aasist", "scorer": None},
 }
 
@@ -215,6 +226,10 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "ge2e.num_workers": _int_at_least(0),
     "mfcc.n_mfcc": _int_at_least(1),
     "mfcc.jobs": _int_at_least(0),
+    "stats.projection": _one_of("lda", "none"),
+    "stats.n_mfcc": _int_at_least(1),
+    "stats.jobs": _int_at_least(0),
+    "fusion.max_members": _int_at_least(1),
     "trace.top_k": _int_at_least(1),
 }
 

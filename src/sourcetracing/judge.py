@@ -160,13 +160,12 @@ def ood_scores(
     cfg: Config, outputs: SystemOutputs, names: list[str], save_dir: Path | None = None
 ) -> dict[str, dict[str, np.ndarray]]:
     """``scores[name][split]`` for dev/eval: registered scorers fitted on train, precomputed ones as given."""
-    train = outputs.split("train")
-    labels = train.rows["label"].to_numpy(int)
     out: dict[str, dict[str, np.ndarray]] = {}
     for name in names:
         if name in SCORERS:
+            train = outputs.split("train")
             scorer = build_scorer(name, **scorer_options(cfg.ood, name)).fit(
-                train.embeddings, train.logits, labels
+                train.embeddings, train.logits, train.rows["label"].to_numpy(int)
             )
             if save_dir is not None:
                 scorer.save(save_dir / f"scorer_{name}.npz")

@@ -27,33 +27,25 @@ from sourcetracing.progress import progress
 from sourcetracing.provenance import data_digest, step_lock
 from sourcetracing.systems.export import output_rows, record_pass
 from sourcetracing.systems.outputs import SplitOutputs, SystemOutputs
+from sourcetracing.systems.utterance_features import clip_statistics
 
 SYSTEM = "mfcc"
 
 
 def mfcc_stats(wave: np.ndarray, sample_rate: int, n_mfcc: int = 20) -> np.ndarray:
     """Mean and std over time of MFCCs and their deltas: a ``4 * n_mfcc`` vector (float32)."""
-    import librosa
-
-    n_fft = (
-        2048 if len(wave) >= 2048 else 2 ** max(6, int(np.log2(max(len(wave), 2))))
-    )  # short clips: a shorter window
-    mfcc = librosa.feature.mfcc(
-        y=wave, sr=sample_rate, n_mfcc=n_mfcc, n_fft=n_fft, hop_length=min(512, n_fft // 4)
-    )
-    delta = librosa.feature.delta(mfcc, mode="nearest")
-    both = np.concatenate([mfcc, delta], axis=0)
-    return np.concatenate([both.mean(axis=1), both.std(axis=1)]).astype(np.float32)
+    return clip_statistics(wave, sample_rate, ["mfcc"], n_mfcc=n_mfcc)[0]
 
 
-def _clip_features(path: str, sample_rate: int, crop_samples: int | None, n_mfcc: int, min_len_s: float):
+def _clip_features(path: str, sample_rate: int, crop_samples: int | None, settings: dict):
     from sourcetracing.data.audio import crop_or_pad, load_audio
 
     try:
-        wave = load_audio(path, sample_rate, min_len_s=min_len_s)
+        wave = load_audio(path, sample_rate, min_len_s=float(settings["min_len_s"]))
         if crop_samples:
             wave = crop_or_pad(wave, crop_samples)
-        return mfcc_stats(wave, sample_rate, n_mfcc), ""
+        groups = settings.get("groups", ["mfcc"])
+        return clip_statistics(wave, sample_rate, groups, n_mfcc=int(settings["n_mfcc"]))[0], ""
     except Exception as err:  # noqa: BLE001 - unusable clips are reported and skipped
         return None, str(err)
 
@@ -81,22 +73,26 @@ def split_features(
     sr = int(settings["sample_rate"])
     crop = int(round(settings["max_len_s"] * sr)) if settings["crop"] else None
     paths = [str(Path(root) / p) for p in df["path"]]
-    jobs = (
-        delayed(_clip_features)(p, sr, crop, int(settings["n_mfcc"]), float(settings["min_len_s"]))
-        for p in paths
-    )
+    jobs = (delayed(_clip_features)(p, sr, crop, settings) for p in paths)
     results = list(
         progress(
             Parallel(n_jobs=n_jobs, batch_size=16, return_as="generator")(jobs),
-            total=len(paths), desc=f"mfcc ({len(paths)} clips)", leave=False,
+            total=len(paths), desc=f"statistics ({len(paths)} clips)", leave=False,
         )
     )  # fmt: skip
     ok = np.array([r[0] is not None for r in results], dtype=bool)
     reasons = np.array([r[1] for r in results], dtype=str)
-    dim = 4 * int(settings["n_mfcc"])
-    feats = (
-        np.stack([r[0] for r in results if r[0] is not None]) if ok.any() else np.zeros((0, dim), np.float32)
-    )
+    if ok.any():
+        feats = np.stack([r[0] for r in results if r[0] is not None])
+    else:  # nothing usable: an empty array of the right width
+        dummy = np.full(sr, 1e-3, np.float32)
+        feats = np.zeros(
+            (
+                0,
+                len(clip_statistics(dummy, sr, settings.get("groups", ["mfcc"]), int(settings["n_mfcc"]))[1]),
+            ),
+            np.float32,
+        )
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cache, key=np.asarray(key), ok=ok, reasons=reasons, features=feats)

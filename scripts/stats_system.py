@@ -1,0 +1,32 @@
+#!/usr/bin/env python
+"""Stage 6b: the utterance-statistics system (MFCC, prosody and long-term spectrum of the whole clip,
+a discriminant projection learned on the known systems), judged like every system.
+
+    python scripts/stats_system.py [--config configs/demo_hard.yaml] [--jobs N]
+
+Writes <exp_dir>/stats/outputs/ (projected statistics as embeddings, logistic-regression
+log-probabilities as logits), then results/ and ood_step/.
+"""
+
+import sys
+
+from sourcetracing.cli import run, step_parser
+
+
+def body(cfg, args) -> int:
+    from sourcetracing.judge import judge_system
+    from sourcetracing.systems.stats import SYSTEM, export_stats
+
+    export_stats(cfg, args.jobs)
+    judge_system(cfg, SYSTEM)
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = step_parser("stats_system.py", __doc__)
+    parser.add_argument("--jobs", type=int, default=None, help="parallel audio workers (default: stats.jobs)")
+    return run(parser, argv, body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

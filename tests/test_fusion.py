@@ -1,0 +1,106 @@
+"""Score fusion fitted on dev only, and the utterance-statistics system."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_judge import write_outputs
+
+from sourcetracing.config import load_config
+from sourcetracing.judge import judge_system
+from sourcetracing.systems.fusion import export_fusion, out_of_fold_scores
+from sourcetracing.systems.outputs import SystemOutputs
+
+
+@pytest.fixture()
+def judged(tmp_path):
+    cfg = load_config(
+        None, [f"exp_dir={tmp_path / 'exp'}", "ood.knn.k=3", "ood.scorers=[knn, mahalanobis, msp]"]
+    )
+    exp = Path(cfg.exp_dir)
+    write_outputs(exp, "one", with_logits=True, seed=0)
+    write_outputs(exp, "two", with_logits=False, seed=1)
+    for system in ("one", "two"):
+        judge_system(cfg, system)
+    return cfg
+
+
+def test_fusion_is_fitted_on_dev_only_and_judged_like_any_system(judged) -> None:
+    cfg = judged
+    exp = Path(cfg.exp_dir)
+    export_fusion(cfg)
+    meta = json.loads((exp / "fusion" / "outputs" / "meta.json").read_text())
+    assert 1 <= len(meta["members"]) <= 4 and set(meta["weights"]) == set(meta["members"])
+    assert meta["selection"][0]["member"] == meta["members"][0]
+    outputs = SystemOutputs.read(exp / "fusion" / "outputs")
+    assert set(outputs.splits) == {"dev", "eval"} and outputs.has == {"scores"}
+    # nothing in the fit reads eval: changing eval's member scores changes no weight
+    for system in ("one", "two"):
+        path = exp / system / "ood_step" / "scores_eval.tsv"
+        table = pd.read_csv(path, sep="\t")
+        for col in ("knn", "mahalanobis", "msp"):
+            if col in table:
+                table[col] = np.random.default_rng(5).permutation(table[col].to_numpy())
+        table.to_csv(path, sep="\t", index=False)
+    export_fusion(cfg)
+    again = json.loads((exp / "fusion" / "outputs" / "meta.json").read_text())
+    assert again["members"] == meta["members"] and again["weights"] == pytest.approx(meta["weights"])
+    results, summary = judge_system(cfg, "fusion")
+    assert set(summary["scorer"]) == {"fused"} and results["eval"]["n"] == 18
+
+
+def test_out_of_fold_scores_never_see_their_unseen_system(monkeypatch) -> None:
+    from sourcetracing.systems import fusion
+
+    rng = np.random.default_rng(0)
+    groups = np.array(["k"] * 40 + ["u1"] * 10 + ["u2"] * 10 + ["u3"] * 10)
+    is_ood = groups != "k"
+    x = rng.normal(size=(70, 2)) + is_ood[:, None] * 2.0
+    x[:, 1] = np.arange(70)  # a clip id in the features: lets the fake fit see which clips it got
+    seen: list[set] = []
+    real_fit = fusion._fit
+
+    def recording_fit(xs, ys):
+        seen.append({groups[int(i)] for i in xs[:, 1]})
+        return real_fit(xs, ys)
+
+    monkeypatch.setattr(fusion, "_fit", recording_fit)
+    oof = out_of_fold_scores(x, is_ood, groups)
+    assert oof.shape == (70,) and np.isfinite(oof).all()
+    assert len(seen) == 3 and all(
+        len(s & {"u1", "u2", "u3"}) == 2 and "k" in s for s in seen
+    )  # one unseen left out each
+    single = out_of_fold_scores(x[:50], is_ood[:50], groups[:50])  # one unseen system: random folds
+    assert single.shape == (50,)
+
+
+def test_stats_system_with_lda_projection(tmp_path) -> None:
+    from test_reference import _corpus
+
+    from sourcetracing.systems.stats import export_stats
+
+    root = tmp_path / "data"
+    proto = _corpus(root, np.random.default_rng(0))
+    cfg = load_config(
+        None,
+        [
+            f"exp_dir={tmp_path / 'exp'}",
+            f"data.root={root}",
+            f"data.protocols={proto}",
+            "ood.knn.k=3",
+            "stats.jobs=1",
+        ],
+    )
+    export_stats(cfg)
+    outputs = SystemOutputs.read(tmp_path / "exp" / "stats" / "outputs")
+    assert outputs.split("train").embeddings.shape[1] == 2  # K - 1 discriminant directions for 3 systems
+    names = json.loads((tmp_path / "exp" / "stats" / "outputs" / "meta.json").read_text())["settings"][
+        "groups"
+    ]
+    assert names == ["mfcc", "prosody", "spectrum"]
+    results, summary = judge_system(cfg, "stats")
+    assert results["eval"]["accuracy"] >= 0.9
