@@ -1,4 +1,4 @@
-"""Step 1: download and unpack MLAAD v5, its source-tracing protocols, MUSAN and RIRS_NOISES into ``data/``.
+"""Stage 0: download and unpack MLAAD v5, its source-tracing protocols, MUSAN and RIRS_NOISES into ``data/``.
 
     python scripts/download_resources.py                      # everything
     python scripts/download_resources.py --only protocols,rirs

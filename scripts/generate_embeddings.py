@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Stage 8a: write a system's embeddings of every split from its exported outputs.
+"""Stage 9: write a system's embeddings of every split from its exported outputs.
 
     python scripts/generate_embeddings.py [--config configs/demo.yaml] [--system ge2e] [--layout original]
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Stage 8b: a 2-D map (UMAP if umap-learn is installed, else t-SNE) of a system's embeddings.
+"""Stage 9: a 2-D map (UMAP if umap-learn is installed, else t-SNE) of a system's embeddings.
 
     python scripts/plot_embeddings.py [--config configs/demo.yaml] --system ge2e [--method tsne]
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Stage 6b: the utterance-statistics system (MFCC, prosody and long-term spectrum of the whole clip,
+"""Stage 7: the utterance-statistics system (MFCC, prosody and long-term spectrum of the whole clip,
 a discriminant projection learned on the known systems), judged like every system.
 
     python scripts/stats_system.py [--config configs/demo_hard.yaml] [--jobs N]

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Stage 10: trace new clips: predicted system, top-k, OOD score, calibrated P(unseen), known/unknown.
+"""Stage 11: trace new clips: predicted system, top-k, OOD score, calibrated P(unseen), known/unknown.
 
 python scripts/trace.py --config configs/demo.yaml clip.wav more_clips/ [--system aasist] [--top-k 3]
 python scripts/trace.py --exp exp/demo clip.wav                         # the experiment's saved config

@@ -1,4 +1,4 @@
-"""Step 1: crop, augment and extract features of every split into the float16 feature store.
+"""Stage 1: crop, augment and extract features of every split into the float16 feature store.
 
 Plan: per split, the clips in protocol order are grouped into shards of
 ``max(1, features.shard_size // n_versions)`` clips (all versions of a clip in one shard), named

@@ -1,4 +1,4 @@
-"""Step 2: train the closed-set classifier (AASIST by default) on the feature store, then export its outputs.
+"""Stage 2: train the closed-set classifier (AASIST by default) on the feature store, then export its outputs.
 
     python train_refd.py [--config configs/refd_mlaad.yaml] [key.sub=value ...] [--resume | --force]
     torchrun --nproc_per_node=N train_refd.py --config ...        # DDP (gloo on CPU, NCCL on GPUs)

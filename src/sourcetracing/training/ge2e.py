@@ -1,4 +1,4 @@
-"""Step 6: train the GE2E embedding baseline on the TRAIN split only, export its embeddings, evaluate them.
+"""Stage 5: train the GE2E embedding baseline on the TRAIN split only, export its embeddings, evaluate them.
 
     python train_ge2e.py [--config configs/demo.yaml] [--resume | --force] [--no-eval] [ge2e.epochs=5 ...]
     torchrun --nproc_per_node=2 train_ge2e.py --config configs/demo.yaml   # DDP (gloo on CPU)
