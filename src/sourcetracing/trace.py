@@ -15,7 +15,8 @@ Features are computed as the feature store computes them: the experiment's front
 deterministic crop (``crop_or_pad`` without a random generator), cast through float16. Folders are
 searched recursively for audio files; a file that cannot be read gives a row with the error
 instead of stopping the run. Each run writes a new ``<exp_dir>/trace/trace_<time>.csv`` (or
-``--out``); the exit code is 1 when no clip could be traced.
+``--out``, which must not exist yet: no earlier results file is ever replaced); the exit code is 1
+when no clip could be traced.
 """
 
 from __future__ import annotations
@@ -33,11 +34,12 @@ import torch
 
 from sourcetracing.config import Config, load_config, resolve_device
 from sourcetracing.data.protocols import LabelMap
-from sourcetracing.errors import MissingInputError, SourceTracingError
+from sourcetracing.errors import MissingInputError, SourceTracingError, WouldOverwriteError
 from sourcetracing.features.store import to_store_dtype
 from sourcetracing.layout import ExperimentLayout
 from sourcetracing.progress import progress
 from sourcetracing.provenance import read_manifest, require_same
+from sourcetracing.systems.export import check_outputs_current
 from sourcetracing.training.checkpoint import checkpoint_id, load_model
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a")
@@ -128,6 +130,8 @@ class Tracer:
             f"{sys_layout.best}",
             rerun_export,
         )
+        # the outputs (hence checkpoint and OOD step) must come from the experiment's current store and labels
+        check_outputs_current(cfg, name, out_manifest.get("inputs", {}))
         dev = resolve_device(device or cfg.device)
         expected = LabelMap.read(cfg.exp_dir) if layout.label_map.is_file() else None
         model, ckpt = load_model(sys_layout.best, dev, expected_label_map=expected)
@@ -257,6 +261,24 @@ def new_results_path(folder: Path) -> Path:
     return path
 
 
+def write_results(df: pd.DataFrame, out: Path | None, folder: Path) -> Path:
+    """Write ``df`` to a file that did not exist before: ``out``, else a new ``trace_<time>.csv`` in ``folder``.
+
+    The file is created exclusively, so neither an earlier run's file nor one written at the same
+    moment by another run is ever replaced; an existing ``out`` is :class:`WouldOverwriteError`.
+    """
+    while True:
+        path = out or new_results_path(folder)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(path, "x", newline="") as fh:
+                df.to_csv(fh, index=False)
+            return path
+        except FileExistsError:
+            if out is not None:
+                raise WouldOverwriteError(f"{out} exists; choose another --out") from None
+
+
 def config_for(config: str | None, exp: str | None, overrides: list[str]) -> Config:
     """``--config`` plus overrides, or the resolved config saved in an experiment folder (``--exp``)."""
     if exp:
@@ -298,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     overrides = [a for a in args.inputs if "=" in a and not Path(a).exists()]
     inputs = [a for a in args.inputs if a not in overrides]
     try:
+        if args.out is not None and args.out.exists():  # before any work
+            raise WouldOverwriteError(f"{args.out} exists; choose another --out")
         cfg = config_for(args.config, args.exp, overrides)
         files = find_audio(inputs)
         if not files:
@@ -305,17 +329,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         tracer = Tracer.load(cfg, args.system, args.scorer, args.device)
         df = tracer.trace(files, args.top_k, args.batch_size)
+        out = write_results(df, args.out, ExperimentLayout.of(cfg).trace)
     except SourceTracingError as err:
         return report_error(err)
-    out = (
-        args.out
-        or ExperimentLayout.of(cfg).trace / f"trace_{time.strftime('%Y%m%d-%H%M%S')}_{id(df) % 10000:04d}.csv"
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists():
-        print(f"error: {out} exists; choose another --out", file=sys.stderr)
-        return 4
-    df.to_csv(out, index=False)
     show = df[
         ["path", "predicted", "probability", "ood_score", "p_unseen", "decision", "top_k", "error"]
     ].copy()

@@ -10,9 +10,11 @@ thread so the front end never waits for the disk.
 Each shard carries a fingerprint of what its features depend on; a rerun recomputes exactly the
 shards whose fingerprint changed (another shard size, a changed clip list, a changed file, another
 augmentation corpus) and keeps the others, so an interrupted run resumes and gives the identical
-store. The index is rebuilt from the current protocols every time. Unusable clips go to
+store. The index is rebuilt from the current protocols every time. Before any shard changes, the
+store's ``meta.json`` (its completeness marker) is withdrawn, so a run killed mid-way leaves a store
+that reads as unfinished, never an old index over new shard arrays. Unusable clips go to
 ``skipped.csv`` with the reason; a split with too many of them stops the step before the index is
-written.
+written, naming a file that lists them.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from sourcetracing.config import Config, config_hash, resolve_device
 from sourcetracing.data.audio import AudioError, clip_samples, crop_or_pad, load_audio
 from sourcetracing.data.augment import VERSION_IDS, Augmenter, crop_rng, list_audio_files
-from sourcetracing.data.protocols import prepare_splits, split_summary
+from sourcetracing.data.protocols import prepare_splits, protocol_digest, split_summary
 from sourcetracing.distributed import DistInfo, barrier, die_with_parent, init_distributed, rank_device
 from sourcetracing.errors import DataError
 from sourcetracing.features.frontends import FrontEnd, build_frontend
@@ -40,6 +42,7 @@ from sourcetracing.features.store import (
     SKIPPED_COLUMNS,
     clean_shard_leftovers,
     finalize_store,
+    mark_unfinished,
     shard_fingerprint,
     store_dir,
     store_settings,
@@ -355,20 +358,24 @@ def _finalize(
     shard_dir = directory / "shards"
     counts: dict[str, dict] = {}
     problems = []
+    unusable = []
     for split, df in splits.items():
         names = [p.name for p in plans if p.split == split]
         skipped = [pd.read_csv(shard_dir / f"{n}.skipped.csv", keep_default_na=False) for n in names]
+        unusable.extend(s for s in skipped if len(s))
         n_skipped = sum(len(s) for s in skipped)
         reasons = Counter(r for s in skipped for r in s["reason"])
         counts[split] = {"clips": len(df), "skipped_reasons": dict(sorted(reasons.items()))}
         if len(df) and n_skipped > float(cfg.data.max_bad_fraction) * len(df):
             problems.append(f"split '{split}': {n_skipped} of {len(df)} clips unusable ({dict(reasons)})")
     if problems:
+        listing = directory / "skipped_partial.csv"
+        table = pd.concat(unusable, ignore_index=True) if unusable else pd.DataFrame(columns=SKIPPED_COLUMNS)
+        table[SKIPPED_COLUMNS].to_csv(listing, index=False)
         raise ExtractionError(
-            "too many unusable clips (data.max_bad_fraction="
-            f"{cfg.data.max_bad_fraction}); no index written:\n  "
-            + "\n  ".join(problems)
-            + f"\nThe clips and reasons are listed in {shard_dir}/<shard>.skipped.csv."
+            f"too many unusable clips (data.max_bad_fraction={cfg.data.max_bad_fraction}); no index written: "
+            + "; ".join(problems)
+            + f". The clips and reasons are listed in {listing}. Fix the data or raise data.max_bad_fraction."
         )
     settings = store_settings(cfg)
     annotated = pd.concat(list(splits.values()), ignore_index=True)
@@ -381,13 +388,10 @@ def _finalize(
         "sample_rate": int(cfg.data.sample_rate),
         "num_samples": clip_samples(cfg),
         "versions": {split: split_versions(cfg, split) for split in splits},
-        "protocols": {
-            split: data_digest([df["path"].tolist(), df["model_name"].tolist()])
-            for split, df in splits.items()
-        },
+        "protocols": {split: protocol_digest(df) for split, df in splits.items()},
         "counts": counts,
     }
-    for stale in directory.glob("skipped_partial_rank*.csv"):
+    for stale in directory.glob("skipped_partial*.csv"):
         stale.unlink()
     return finalize_store(directory, [p.name for p in plans], meta, annotated)
 
@@ -423,10 +427,12 @@ def run_extraction(cfg: Config, info: DistInfo | None = None) -> Path:
         lock.__enter__()
     try:
         barrier(info)
+        plans = plan_shards(cfg, splits)
         if info.is_main:
             clean_shard_leftovers(directory)
+            if any(shard_fingerprint(directory, p.name) != p.fingerprint for p in plans):
+                mark_unfinished(directory)  # shards are about to change: the old index no longer holds
         barrier(info)
-        plans = plan_shards(cfg, splits)
         mine = [p for k, p in enumerate(plans) if k % info.world_size == info.rank]
         todo = [p for p in mine if shard_fingerprint(directory, p.name) != p.fingerprint]
         if info.is_main:

@@ -91,13 +91,29 @@ def _atomic_write(path: Path, write) -> None:
 
 
 def clean_shard_leftovers(directory: str | Path) -> int:
-    """Remove temporary files of interrupted shard writes; returns how many were removed."""
-    shard_dir = Path(directory) / "shards"
+    """Remove temporary files of interrupted writes (shards, index, meta); returns how many were removed.
+
+    Call it with the store's lock held: every temporary file then belongs to a dead writer.
+    """
+    directory = Path(directory)
     removed = 0
-    for p in shard_dir.glob(".*.tmp*") if shard_dir.is_dir() else ():
-        p.unlink(missing_ok=True)
-        removed += 1
+    for folder in (directory, directory / "shards"):
+        for p in folder.glob(".*.tmp*") if folder.is_dir() else ():
+            if p.is_file():
+                p.unlink(missing_ok=True)
+                removed += 1
     return removed
+
+
+def mark_unfinished(directory: str | Path) -> None:
+    """Withdraw a store's ``meta.json`` (its completeness marker) and index before anything in it changes.
+
+    A step killed while shards are being replaced then leaves a store that reads as unfinished
+    ("run preprocess_dataset.py") instead of an old index over new shard arrays.
+    """
+    directory = Path(directory)
+    (directory / "meta.json").unlink(missing_ok=True)
+    (directory / "index.csv").unlink(missing_ok=True)
 
 
 def write_shard(
@@ -154,11 +170,13 @@ def finalize_store(
 
     ``annotated`` holds the current protocol rows of every split (columns of :data:`INDEX_COLUMNS`
     apart from version/shard/row); without it the shard rows must carry those columns themselves.
-    Shards of the folder that are not in ``shard_names`` (an older plan) are deleted.
+    Shards of the folder that are not in ``shard_names`` (an older plan) are deleted. ``meta.json`` is
+    withdrawn first and written last, so an interrupted call leaves a store that reads as unfinished.
     Returns the meta written (with ``store_id`` and per-split ``counts`` of what was stored).
     """
     directory = Path(directory)
     shard_dir = directory / "shards"
+    mark_unfinished(directory)  # the old meta must never describe a new index or a pruned shard list
     keep = set(shard_names)
     for p in shard_dir.glob("*") if shard_dir.is_dir() else ():
         stem = p.name.split(".")[0]

@@ -13,6 +13,7 @@ over the same split in a pipeline run.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import torch
 
 from sourcetracing.config import Config, resolve_device
 from sourcetracing.errors import ConfigError
-from sourcetracing.features.store import FeatureStore
+from sourcetracing.features.store import FeatureStore, store_dir
 from sourcetracing.layout import ExperimentLayout
 from sourcetracing.provenance import require_same, step_lock
 from sourcetracing.systems.outputs import KEY_COLUMNS, SplitOutputs, SystemOutputs, split_order
@@ -155,27 +156,39 @@ def export_ge2e(
 
 def read_outputs(cfg: Config, system: str) -> SystemOutputs:
     """A system's outputs, checked against the current checkpoint and feature store when it has them."""
+    outputs = SystemOutputs.read(ExperimentLayout.of(cfg).system(system).outputs, step=_producer(cfg, system))
+    check_outputs_current(cfg, system, outputs.manifest.get("inputs", {}))
+    return outputs
+
+
+def current_store_id(cfg: Config) -> str | None:
+    """The id of this config's finished feature store (read from its ``meta.json`` alone), None without one."""
+    meta = store_dir(cfg) / "meta.json"
+    if not meta.is_file():
+        return None  # the store may live elsewhere: nothing to compare
+    return json.loads(meta.read_text()).get("store_id")
+
+
+def check_outputs_current(cfg: Config, system: str, inputs: dict) -> None:
+    """Stop with a line naming the step to rerun when outputs no longer match what made them.
+
+    ``inputs`` is the outputs manifest's record: the checkpoint (compared with the system's
+    ``best.pt``), the feature store and the label map (compared with the experiment's).
+    """
     layout = ExperimentLayout.of(cfg)
     sys_layout = layout.system(system)
-    outputs = SystemOutputs.read(sys_layout.outputs, step=_producer(cfg, system))
-    inputs = outputs.manifest.get("inputs", {})
     if inputs.get("checkpoint") and sys_layout.best.is_file():
         require_same(
             inputs["checkpoint"], checkpoint_id(sys_layout.best), f"{sys_layout.best}", _exporter(cfg, system)
         )
     if inputs.get("store_id"):
-        try:
-            current = FeatureStore.for_config(cfg).store_id
-        except Exception:  # noqa: BLE001 - the store may live elsewhere; nothing to compare
-            current = None
-        require_same(inputs["store_id"], current, "the feature store", _producer(cfg, system))
+        require_same(inputs["store_id"], current_store_id(cfg), "the feature store", _retrainer(cfg, system))
     if layout.label_map.is_file() and inputs.get("label_map"):
         from sourcetracing.data.protocols import LabelMap
 
         require_same(
-            inputs["label_map"], LabelMap.read(cfg.exp_dir).digest(), "the label map", _producer(cfg, system)
+            inputs["label_map"], LabelMap.read(cfg.exp_dir).digest(), "the label map", _retrainer(cfg, system)
         )
-    return outputs
 
 
 def _producer(cfg: Config, system: str) -> str:
@@ -184,8 +197,22 @@ def _producer(cfg: Config, system: str) -> str:
     ) + " --config <your config>"
 
 
+def _retrainer(cfg: Config, system: str) -> str:
+    """The step that makes a system again from new features or labels (a trained one: with --force)."""
+    step = _producer(cfg, system)
+    return step + " --force" if system in ("ge2e", cfg.model.name) else step
+
+
 def _exporter(cfg: Config, system: str) -> str:
     return f"python scripts/export_outputs.py --config <your config> --system {system}"
 
 
-__all__ = ["export_classifier", "export_ge2e", "np", "read_outputs", "record_pass"]
+__all__ = [
+    "check_outputs_current",
+    "current_store_id",
+    "export_classifier",
+    "export_ge2e",
+    "np",
+    "read_outputs",
+    "record_pass",
+]

@@ -102,10 +102,13 @@ def set_rng_state(state: Mapping) -> None:
 
 
 def save_checkpoint(path: str | Path, payload: Mapping) -> Path:
-    """Write a checkpoint atomically (temporary file, then rename)."""
+    """Write a checkpoint atomically (``.<name>.tmp-<pid>``, then rename; leftovers of dead writers go first)."""
+    from sourcetracing.provenance import clean_leftovers
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    clean_leftovers(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     torch.save(dict(payload, format=FORMAT), tmp)
     os.replace(tmp, path)
     return path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,18 +11,21 @@ import torch
 from torch.utils.data import DataLoader
 
 from sourcetracing.config import Config
-from sourcetracing.data.protocols import LabelMap, ProtocolError
+from sourcetracing.data.protocols import LabelMap, ProtocolError, protocol_digest, read_protocol
 from sourcetracing.errors import StaleInputError
 from sourcetracing.features.store import FeatureDataset, FeatureStore, collate_batch
 from sourcetracing.layout import ExperimentLayout
 from sourcetracing.progress import progress
+from sourcetracing.provenance import require_same
 
 
 def experiment_label_map(cfg: Config, store: FeatureStore) -> LabelMap:
     """The experiment's label map (``label_map.csv``), checked against the store's train systems.
 
     Without ``label_map.csv`` (a store built elsewhere) it is derived from the store's train rows.
+    A store older than the protocol files (edited labels, renamed systems) is :class:`StaleInputError`.
     """
+    check_store_protocols(cfg, store)
     index = store.index
     train_systems = set(index.loc[index["split"] == "train", "model_name"])
     if not train_systems:
@@ -39,6 +43,18 @@ def experiment_label_map(cfg: Config, store: FeatureStore) -> LabelMap:
         return label_map
     ood = sorted(set(index["model_name"]) - train_systems)
     return LabelMap(known=sorted(train_systems), ood=ood)
+
+
+def check_store_protocols(cfg: Config, store: FeatureStore) -> None:
+    """Stop when a protocol file changed since the store's index was built from it (when the file is at hand)."""
+    recorded = store.meta.get("protocols") or {}
+    for split, fname in cfg.data.splits.items():
+        path = Path(cfg.data.protocols) / fname
+        if split in recorded and path.is_file():
+            require_same(
+                recorded[split], protocol_digest(read_protocol(path)), f"the protocol {path}",
+                "python scripts/preprocess_dataset.py --config <your config> (it relabels the store)",
+            )  # fmt: skip
 
 
 def labelled(rows: pd.DataFrame, label_map: LabelMap) -> pd.DataFrame:

@@ -28,6 +28,7 @@ from sourcetracing.distributed import DistInfo, barrier
 from sourcetracing.errors import ConfigError, StaleInputError, WouldOverwriteError
 from sourcetracing.layout import SystemLayout
 from sourcetracing.progress import progress
+from sourcetracing.provenance import atomic_write_text, clean_leftovers
 from sourcetracing.training.checkpoint import (
     plain,
     read_checkpoint,
@@ -190,6 +191,9 @@ class Trainer:
     def prepare(self, resume: bool, force: bool) -> None:
         """Resume from ``last.pt``, or make sure starting over loses nothing without ``--force``."""
         last = self.system.last
+        if self.info.is_main:
+            for path in (self.system.best, last, self.system.metrics):
+                clean_leftovers(path)  # temporary files of a killed run
         if resume:
             if last.is_file():
                 self._resume(last)
@@ -212,7 +216,13 @@ class Trainer:
 
     def _resume(self, path: Path) -> None:
         ckpt = read_checkpoint(path)
-        self.task.label_map.check_same_known(LabelMap.from_dict(ckpt["label_map"]), what=f"checkpoint {path}")
+        trained, now = LabelMap.from_dict(ckpt["label_map"]).known, self.task.label_map.known
+        if trained != now:
+            gone, added = sorted(set(trained) - set(now))[:3], sorted(set(now) - set(trained))[:3]
+            raise StaleInputError(
+                f"the label map changed since {path} was written (no longer known: {gone}, new: {added}): "
+                "the run cannot be resumed; use --force to retrain"
+            )
         if ckpt["task"] != self.task.name or ckpt["model_config"] != plain(self.task.model_config):
             raise StaleInputError(
                 f"{path} was trained with another model ({ckpt['model_config']}); cannot resume with "
@@ -303,8 +313,7 @@ class Trainer:
 
         columns = ["epoch", "lr", *self.task.metric_columns, "seconds"]
         frame = pd.DataFrame(self.history, columns=columns)
-        self.system.models.mkdir(parents=True, exist_ok=True)
-        frame.to_csv(self.system.metrics, index=False, float_format="%.6g")
+        atomic_write_text(self.system.metrics, frame.to_csv(index=False, float_format="%.6g"))
         plot_training_curves(frame, self.system.curves, title=self.title, extras=self.task.curve_extras)
 
     def run(self) -> dict:
