@@ -152,6 +152,19 @@ def test_dataloader_workers_and_batch_size_do_not_change_the_store(corpus, refer
     _assert_same_store(run_extraction(cfg), reference_store)
 
 
+def test_a_store_being_read_cannot_be_rewritten(corpus, reference_store):
+    from sourcetracing.errors import LockedError
+
+    store = FeatureStore(reference_store)
+    before = (reference_store / "index.csv").read_bytes()
+    cfg = load_config(corpus.config_path, [f"features.dir={corpus.root / 'ref_features'}"])
+    with store.read_lock(), store.read_lock():  # several readers at once (training, export)
+        with pytest.raises(LockedError, match="in use"):
+            run_extraction(cfg)
+    assert (reference_store / "index.csv").read_bytes() == before
+    assert run_extraction(cfg) == reference_store  # once the readers are gone
+
+
 def test_other_frontend_settings_get_their_own_store(corpus):
     assert store_dir(_with(corpus, "frontend.lfcc.n_filters=40")) != store_dir(corpus.cfg)
     # settings of a front end that is not chosen do not enter the hash

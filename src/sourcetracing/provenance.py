@@ -159,24 +159,29 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 @contextlib.contextmanager
-def step_lock(lock_file: str | Path, what: str) -> Iterator[None]:
-    """Hold an exclusive lock for ``what``; a second process gets :class:`LockedError` at once."""
+def step_lock(lock_file: str | Path, what: str, shared: bool = False) -> Iterator[None]:
+    """Hold a lock for ``what``: exclusive for a writer, ``shared`` for readers (several at once).
+
+    A writer meets any other holder, and a reader meets a writer, with :class:`LockedError` at once.
+    """
     lock_file = Path(lock_file)
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     fh = open(lock_file, "a+")
     try:
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fh, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             fh.seek(0)
             holder = fh.read().strip() or "another process"
+            verb = "being written" if shared else "in use"
             raise LockedError(
-                f"{what} is being written by {holder} (lock {lock_file}); wait for it or stop it"
+                f"{what} is {verb} by {holder} (lock {lock_file}); wait for it or stop it"
             ) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()}")
-        fh.flush()
+        if not shared:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"pid {os.getpid()}")
+            fh.flush()
         yield
     finally:
         fh.close()  # closing releases the flock

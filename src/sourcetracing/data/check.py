@@ -48,6 +48,12 @@ def run_check(cfg: Config, check_files: bool = True) -> tuple[list[str], pd.Data
     problems: list[str] = []
     if check_files:
         for name, df in splits.items():
+            root = Path(cfg.data.root).resolve()
+            outside = [p for p in df["path"] if not (root / p).resolve().is_relative_to(root)]
+            if outside:  # a link inside the data root that points elsewhere
+                problems.append(
+                    f"{name}: {len(outside)} path(s) resolve outside data.root {root}, e.g. {outside[0]}"
+                )
             missing = missing_files(df, cfg.data.root)
             if missing:
                 listing = "\n    ".join(missing[:10])

@@ -269,6 +269,12 @@ class FeatureStore:
     def store_id(self) -> str:
         return str(self.meta.get("store_id", ""))
 
+    def read_lock(self):
+        """A shared lock on the store for readers (training, export): an extraction cannot rewrite it meanwhile."""
+        from sourcetracing.provenance import step_lock
+
+        return step_lock(self.directory / ".lock", f"the feature store {self.directory}", shared=True)
+
     def provenance(self) -> dict:
         """What a model trained on this store records: the store id and how to compute its features again."""
         return {

@@ -13,6 +13,7 @@ over the same split in a pipeline run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -83,7 +84,10 @@ def export_classifier(
         "python train_refd.py --force (the model was trained on other features)",
     )  # fmt: skip
     splits = {}
-    with step_lock(layout.locks / f"export-{system.name}.lock", f"the outputs of {system.name}"):
+    with (
+        step_lock(layout.locks / f"export-{system.name}.lock", f"the outputs of {system.name}"),
+        store.read_lock(),
+    ):
         for split, rows in _store_splits(cfg, store, label_map).items():
             logits, emb = predict(
                 model,
@@ -131,7 +135,12 @@ def export_ge2e(
         "python train_ge2e.py --force (the encoder was trained on other features)",
     )  # fmt: skip
     splits = {}
-    with step_lock(layout.locks / f"export-{SYSTEM}.lock", "the outputs of ge2e"):
+    with (
+        step_lock(layout.locks / f"export-{SYSTEM}.lock", "the outputs of ge2e"),
+        contextlib.ExitStack() as locks,
+    ):
+        if source.store is not None:
+            locks.enter_context(source.store.read_lock())
         for split, rows in source.frames.items():
             if split == "train":
                 rows = rows[rows["label"] >= 0]

@@ -15,6 +15,7 @@ Writes ``<exp_dir>/<model.name>/trained_models/`` (``best.pt``, ``last.pt``, ``m
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 
 import numpy as np
@@ -180,48 +181,37 @@ def train_classifier(cfg: Config, resume: bool = False, force: bool = False, exp
     info = init_distributed(device)
     layout = ExperimentLayout.of(cfg)
     system = layout.system(cfg.model.name)
-    lock = (
-        step_lock(layout.locks / f"train-{system.name}.lock", f"training of {system.name}")
-        if info.is_main
-        else None
-    )
     try:
-        if lock is not None:
-            lock.__enter__()
-        device = rank_device(device, info)
-        store = FeatureStore.for_config(cfg)
-        seed_everything(cfg.seed)
-        task = ClassifierTask(cfg, store)
-        if cfg.train.select_by == "dev_loss" and task.dev_rows.empty:
-            cfg.train.select_by = "train_loss"
+        with contextlib.ExitStack() as locks:
             if info.is_main:
-                print(
-                    "warning: no known-system dev rows in the feature store; selecting the best epoch by train loss"
+                locks.enter_context(
+                    step_lock(layout.locks / f"train-{system.name}.lock", f"training of {system.name}")
                 )
-        trainer = Trainer(
-            task,
-            recipe_of(cfg.train),
-            system,
-            info,
-            device,
-            cfg.seed,
-            cfg,
-            f"{cfg.name}: {system.name} training",
-        )
-        trainer.prepare(resume, force)
-        if info.is_main:
-            save_resolved(cfg)
-            if not layout.label_map.is_file():
-                task.label_map.write(cfg.exp_dir)
-        best = trainer.run()
-        if export and info.is_main:
-            from sourcetracing.systems.export import export_classifier
+            device = rank_device(device, info)
+            store = FeatureStore.for_config(cfg)
+            locks.enter_context(store.read_lock())
+            seed_everything(cfg.seed)
+            task = ClassifierTask(cfg, store)
+            if cfg.train.select_by == "dev_loss" and task.dev_rows.empty:
+                cfg.train.select_by = "train_loss"
+                if info.is_main:
+                    print(
+                        "warning: no known-system dev rows in the feature store; selecting the best epoch by train loss"
+                    )
+            title = f"{cfg.name}: {system.name} training"
+            trainer = Trainer(task, recipe_of(cfg.train), system, info, device, cfg.seed, cfg, title)
+            trainer.prepare(resume, force)
+            if info.is_main:
+                save_resolved(cfg)
+                if not layout.label_map.is_file():
+                    task.label_map.write(cfg.exp_dir)
+            best = trainer.run()
+            if export and info.is_main:
+                from sourcetracing.systems.export import export_classifier
 
-            export_classifier(cfg, device=device)
-        return best
+                export_classifier(cfg, device=device)
+            return best
     finally:
-        if lock is not None:
-            lock.__exit__(None, None, None)
         cleanup(info)
 
 
@@ -232,4 +222,9 @@ def main(argv: list[str] | None = None) -> int:
         "--force", action="store_true", help="start over, deleting an earlier run of this system"
     )
     parser.add_argument("--no-export", action="store_true", help="do not export the outputs after training")
-    return run(parser, argv, lambda cfg, a: train_classifier(cfg, a.resume, a.force, not a.no_export) and 0)
+
+    def body(cfg: Config, args) -> int:
+        train_classifier(cfg, args.resume, args.force, not args.no_export)
+        return 0
+
+    return run(parser, argv, body)

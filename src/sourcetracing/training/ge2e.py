@@ -14,6 +14,7 @@ unless ``--no-eval``, judged like every system (known-class metrics and the OOD 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Iterable, Mapping
@@ -217,39 +218,37 @@ def train_ge2e(cfg: Config, resume: bool = False, force: bool = False, export: b
     info = init_distributed(device)
     layout = ExperimentLayout.of(cfg)
     system = layout.system(SYSTEM)
-    lock = step_lock(layout.locks / f"train-{SYSTEM}.lock", "training of ge2e") if info.is_main else None
     try:
-        if lock is not None:
-            lock.__enter__()
-        device = rank_device(device, info)
-        torch.manual_seed(cfg.seed + info.rank)
-        source = build_source(cfg)
-        task = GE2ETask(cfg, source, info)
-        select_by = cfg.ge2e.select_by
-        if select_by != "train_loss" and (
-            task.dev_rows is None
-            or not len(task.dev_rows)
-            or (select_by == "dev_loss" and task.loss_sampler is None)
-        ):
-            log.warning("dev has no usable known clips: the best epoch is chosen by the train loss")
-            cfg.ge2e.select_by = "train_loss"
-        trainer = Trainer(
-            task, recipe_of(cfg.ge2e), system, info, device, cfg.seed, cfg, f"{cfg.name}: GE2E training"
-        )
-        trainer.prepare(resume, force)
-        if info.is_main:
-            save_resolved(cfg)
-            if not layout.label_map.is_file():
-                task.label_map.write(cfg.exp_dir)
-        best = trainer.run()
-        if export and info.is_main:
-            from sourcetracing.systems.export import export_ge2e
+        with contextlib.ExitStack() as locks:
+            if info.is_main:
+                locks.enter_context(step_lock(layout.locks / f"train-{SYSTEM}.lock", "training of ge2e"))
+            device = rank_device(device, info)
+            torch.manual_seed(cfg.seed + info.rank)
+            source = build_source(cfg)
+            if source.store is not None:
+                locks.enter_context(source.store.read_lock())
+            task = GE2ETask(cfg, source, info)
+            select_by = cfg.ge2e.select_by
+            no_dev = task.dev_rows is None or not len(task.dev_rows)
+            if select_by != "train_loss" and (
+                no_dev or (select_by == "dev_loss" and task.loss_sampler is None)
+            ):
+                log.warning("dev has no usable known clips: the best epoch is chosen by the train loss")
+                cfg.ge2e.select_by = "train_loss"
+            title = f"{cfg.name}: GE2E training"
+            trainer = Trainer(task, recipe_of(cfg.ge2e), system, info, device, cfg.seed, cfg, title)
+            trainer.prepare(resume, force)
+            if info.is_main:
+                save_resolved(cfg)
+                if not layout.label_map.is_file():
+                    task.label_map.write(cfg.exp_dir)
+            best = trainer.run()
+            if export and info.is_main:
+                from sourcetracing.systems.export import export_ge2e
 
-            export_ge2e(cfg, device=device)
-        return best
+                export_ge2e(cfg, device=device)
+            return best
     finally:
-        if lock is not None:
-            lock.__exit__(None, None, None)
         cleanup(info)
 
 
