@@ -37,7 +37,13 @@ def _reference_hidden_states(path: Path, waves: torch.Tensor) -> tuple[torch.Ten
 
 def _hf(path: Path, layer: int, precision: str = "float32", attention: str = "auto"):
     return build_frontend(
-        {"name": "hf_ssl", "model": str(path), "layer": layer, "precision": precision, "attention": attention},
+        {
+            "name": "hf_ssl",
+            "model": str(path),
+            "layer": layer,
+            "precision": precision,
+            "attention": attention,
+        },
         "cpu",
     )
 
