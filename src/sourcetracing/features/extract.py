@@ -496,7 +496,7 @@ def run_extraction(cfg: Config, info: DistInfo | None = None, stats: list | None
             if info.is_main:
                 print(
                     f"rank 0 extracted {done.clips} clip(s), {done.rows} feature row(s) in {done.seconds:.1f} s "
-                    f"({done.rows_per_s:.1f} rows/s on {device})"
+                    f"({done.rows_per_s:.3g} rows/s on {device})"
                 )
         barrier(info)
         if info.is_main:
