@@ -72,12 +72,27 @@ def rel_err(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float
     return float(np.linalg.norm(a64 - b64) / np.linalg.norm(b64))
 
 
-def save_random_wav2vec2_base(folder: Path, seed: int = 0) -> Path:
-    """A randomly initialised wav2vec2-base-sized model and its feature extractor, saved to ``folder``."""
+# A small model of the same architecture and total stride, for smoke tests of this script only.
+TINY_CONFIG = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "conv_dim": (16, 16, 16, 16),
+    "conv_kernel": (10, 3, 3, 2),
+    "conv_stride": (5, 4, 4, 4),
+    "num_conv_pos_embeddings": 16,
+    "num_conv_pos_embedding_groups": 2,
+}
+
+
+def save_random_wav2vec2_base(folder: Path, seed: int = 0, tiny: bool = False) -> Path:
+    """A randomly initialised wav2vec2-base-sized model (or :data:`TINY_CONFIG`) and its feature
+    extractor, saved to ``folder``."""
     from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
     torch.manual_seed(seed)
-    Wav2Vec2Model(Wav2Vec2Config()).save_pretrained(folder)
+    Wav2Vec2Model(Wav2Vec2Config(**(TINY_CONFIG if tiny else {}))).save_pretrained(folder)
     Wav2Vec2FeatureExtractor(do_normalize=True).save_pretrained(folder)
     return folder
 
@@ -197,6 +212,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--dir", type=Path, default=None, help="scratch folder (default: a temp folder)")
     parser.add_argument("--out", type=Path, default=None, help="also write the report (Markdown) here")
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="a 2-layer, 32-dim model: checks this script runs, measures nothing",
+    )
     return parser.parse_args(argv)
 
 
@@ -206,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     _defaults(args, device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.tiny:
+        args.layer = min(args.layer, TINY_CONFIG["num_hidden_layers"])
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
     default_precision = "bf16" if device.type == "cuda" else "float32"
     num_samples = int(args.seconds * 16000)
@@ -215,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         tmp = Path(tmp)
-        model_dir = save_random_wav2vec2_base(tmp / "wav2vec2-base-random")
+        model_dir = save_random_wav2vec2_base(tmp / "wav2vec2-base-random", tiny=args.tiny)
 
         # the reference output for the relative errors: the toolkit in (IEEE) float32
         reference_fe = _frontend(model_dir, args.layer, "float32", device)
@@ -342,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     text = "\n".join(
         [
-            f"## Feature extraction on {device} (wav2vec2-base architecture, random weights, layer {args.layer})",
+            f"## Feature extraction on {device} ({'a TINY smoke-test model' if args.tiny else 'wav2vec2-base architecture'}, "
+            f"random weights, layer {args.layer})",
             "",
             machine_line(device),
             "",

@@ -108,7 +108,7 @@ def _cell(value: object, fmt: str | Callable[[float], str] | None) -> str:
         return "–"
     if fmt and isinstance(value, (int, float)) and not isinstance(value, bool):
         return fmt(value) if callable(fmt) else format(value, fmt)
-    return str(value)
+    return str(value).replace("|", "\\|")  # a bar inside a cell would end it
 
 
 def markdown_table(
@@ -116,10 +116,11 @@ def markdown_table(
 ) -> str:
     """A Markdown table of ``rows`` (dicts) in the order of ``columns``; NaN and None print as ``–``.
 
-    >>> print(markdown_table([{"a": 1.23456, "b": None}], ["a", "b"], {"a": ".2f"}))
+    >>> print(markdown_table([{"a": 1.23456, "b": None}, {"a": "x|y"}], ["a", "b"], {"a": ".2f"}))
     | a | b |
     | --- | --- |
     | 1.23 | – |
+    | x\\|y | – |
     """
     formats = formats or {}
     lines = ["| " + " | ".join(columns) + " |", "| " + " | ".join("---" for _ in columns) + " |"]
