@@ -10,7 +10,7 @@
 #   scripts/gpu_check.sh [--out DIR]        (default DIR: exp/gpu_check)
 #
 # Environment: PYTHON (default python3), GPU_CHECK_TESTS (test paths, default tests), and per-step
-# time limits GPU_CHECK_TESTS_S, GPU_CHECK_EXTRACT_S, GPU_CHECK_TRAIN_S (seconds; 270, 210, 120).
+# time limits GPU_CHECK_TESTS_S, GPU_CHECK_EXTRACT_S, GPU_CHECK_TRAIN_S (seconds; 240, 240, 110).
 # Without CUDA it runs the tests (all skipped), reports that CUDA is absent and exits 0. With CUDA
 # the exit status is 1 when a step failed or timed out (the report is written either way).
 set -u
@@ -59,12 +59,12 @@ else:
 " 2>&1 | tail -n 1)
 echo "$cuda"
 
-step "CUDA tests (pytest -m cuda)" tests.log "${GPU_CHECK_TESTS_S:-270}" \
+step "CUDA tests (pytest -m cuda)" tests.log "${GPU_CHECK_TESTS_S:-240}" \
   "$PYTHON" -m pytest -q -m cuda -rs -p no:cacheprovider $TESTS
 if [[ $cuda == CUDA:* ]]; then
-  step "extraction benchmark" extract.log "${GPU_CHECK_EXTRACT_S:-210}" \
+  step "extraction benchmark" extract.log "${GPU_CHECK_EXTRACT_S:-240}" \
     "$PYTHON" scripts/benchmark.py extract --device cuda --out "$OUT/extract.md"
-  step "training benchmark" train.log "${GPU_CHECK_TRAIN_S:-120}" \
+  step "training benchmark" train.log "${GPU_CHECK_TRAIN_S:-110}" \
     "$PYTHON" scripts/benchmark.py train --device cuda --out "$OUT/train.md"
 else
   for name in "extraction benchmark" "training benchmark"; do

@@ -164,3 +164,24 @@ def test_to_device_and_cuda_math_on_cpu():
     before = torch.backends.cudnn.benchmark
     with cuda_math(torch.device("cpu"), tf32=True):
         assert torch.backends.cudnn.benchmark == before  # nothing changes on CPU
+
+
+def _math_flags() -> tuple:
+    return (
+        torch.get_float32_matmul_precision(),
+        torch.backends.cudnn.conv.fp32_precision,
+        torch.backends.cudnn.benchmark,
+    )
+
+
+@pytest.mark.parametrize("tf32,matmul,conv", [(False, "highest", "ieee"), (True, "high", "tf32")])
+def test_fp32_math_sets_consistent_switches_and_restores_them(tf32, matmul, conv):
+    from sourcetracing.features.frontends import fp32_math
+
+    before = _math_flags()
+    with fp32_math(tf32):
+        assert _math_flags() == (matmul, conv, True)
+        # the old-style switch agrees with the new one (cuBLAS checks that before every product)
+        assert torch.backends.cuda.matmul.allow_tf32 is tf32
+        assert torch.backends.cuda.matmul.fp32_precision == ("tf32" if tf32 else "ieee")
+    assert _math_flags() == before

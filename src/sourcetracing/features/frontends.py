@@ -62,24 +62,38 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
 
 
 @contextlib.contextmanager
+def fp32_math(tf32: bool) -> Iterator[None]:
+    """For the block: CUDA float32 matrix products and cuDNN convolutions in IEEE float32 (or TF32
+    when ``tf32``), with cuDNN autotuning; the previous settings come back afterwards.
+
+    Matrix products go through ``torch.set_float32_matmul_precision`` (``highest`` / ``high``),
+    which keeps PyTorch's old and new TF32 switches in agreement (cuBLAS refuses to run when they
+    disagree); convolutions through ``torch.backends.cudnn.conv.fp32_precision``.
+    """
+    conv, cudnn = torch.backends.cudnn.conv, torch.backends.cudnn
+    before = (torch.get_float32_matmul_precision(), conv.fp32_precision, cudnn.benchmark)
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+    conv.fp32_precision = "tf32" if tf32 else "ieee"
+    cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before[0])
+        conv.fp32_precision, cudnn.benchmark = before[1], before[2]
+
+
+@contextlib.contextmanager
 def cuda_math(device: torch.device, tf32: bool) -> Iterator[None]:
-    """On CUDA: float32 matrix products and convolutions in IEEE float32 (or TF32 when ``tf32``) and
-    cuDNN autotuning, for the duration of the block; the previous settings come back afterwards.
+    """:func:`fp32_math` on CUDA, nothing on CPU.
 
     PyTorch lets cuDNN convolutions use TF32 by default, which would make a ``float32`` front end
-    differ from the CPU's by ~1e-3; a front end that says float32 computes in float32. A no-op on CPU.
+    differ from the CPU's by ~1e-3; a front end that says float32 computes in float32.
     """
     if device.type != "cuda":
         yield
         return
-    matmul, conv, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn.conv, torch.backends.cudnn
-    before = (matmul.fp32_precision, conv.fp32_precision, cudnn.benchmark)
-    mode = "tf32" if tf32 else "ieee"
-    matmul.fp32_precision, conv.fp32_precision, cudnn.benchmark = mode, mode, True
-    try:
+    with fp32_math(tf32):
         yield
-    finally:
-        matmul.fp32_precision, conv.fp32_precision, cudnn.benchmark = before
 
 
 def to_device(waves: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -121,6 +135,7 @@ __all__ = [
     "FrontEndError",
     "build_frontend",
     "cuda_math",
+    "fp32_math",
     "frontend_settings",
     "resolve_precision",
     "to_device",

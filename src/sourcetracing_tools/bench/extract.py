@@ -184,7 +184,7 @@ def _defaults(args: argparse.Namespace, device: torch.device) -> None:
     for name, on_cuda, on_cpu in (
         ("clips", 2048, 16),
         ("ref_clips", 128, 8),
-        ("full_clips", 3000, 10),
+        ("full_clips", 2000, 10),
         ("batch_size", 64, 8),
         ("workers", max(1, cpus - 2), min(2, cpus)),
     ):
