@@ -6,7 +6,7 @@ DEMO_CONFIG ?= configs/demo.yaml
 DEMO_DATA ?= data/demo
 DEMO_EXP ?= exp/demo
 
-.PHONY: install test test-fast lint demo demo-seeds demo-corpus clean-demo benchmarks
+.PHONY: install test test-fast lint demo demo-seeds demo-corpus clean-demo benchmarks gpu-check
 
 $(VENV)/.installed: requirements.txt requirements-demo.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,13 @@ clean-demo:
 
 benchmarks: install
 	$(PY) scripts/benchmark.py extract
+	$(PY) scripts/benchmark.py train
 	$(PY) scripts/benchmark.py ood
 	$(PY) scripts/benchmark.py train-io
 	$(PY) scripts/benchmark.py ge2e-loss
+
+# On a GPU machine, in under 10 minutes: the CUDA tests, then the extraction and training benchmarks
+# on the GPU; one combined table in exp/gpu_check/gpu_check.md beside the raw logs. Without CUDA it
+# reports that and exits 0.
+gpu-check: install
+	PYTHON=$(PY) scripts/gpu_check.sh --out exp/gpu_check

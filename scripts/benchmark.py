@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Benchmarks that print the toolkit's speed/memory beside a reference, as ratios, in one run.
 
-python scripts/benchmark.py extract     # feature extraction vs the original's way
+python scripts/benchmark.py extract     # feature extraction vs the original's way [--device cuda]
+python scripts/benchmark.py train       # AASIST training, float32 vs bf16 [--device cuda]
 python scripts/benchmark.py ood         # OOD scoring at MLAAD scale: dense matrix vs chunked
 python scripts/benchmark.py train-io    # float16 shards vs one float32 .pt per sample
 python scripts/benchmark.py ge2e-loss   # vectorised GE2E loss vs a loop version
@@ -14,6 +15,7 @@ import sys
 
 BENCHMARKS = {
     "extract": "sourcetracing_tools.bench.extract",
+    "train": "sourcetracing_tools.bench.train",
     "ood": "sourcetracing_tools.bench.ood",
     "train-io": "sourcetracing_tools.bench.train_io",
     "ge2e-loss": "sourcetracing_tools.bench.ge2e_loss",

@@ -15,3 +15,15 @@ def small_demo(tmp_path_factory: pytest.TempPathFactory):
     out: Path = tmp_path_factory.mktemp("demo") / "demo"
     report = build_corpus(out, size="small", seed=0, engines="pip", jobs=2, progress=False, verbose=False)
     return out, report
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``cuda`` are skipped, with the reason, where torch sees no CUDA device."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA: torch.cuda.is_available() is False on this machine")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

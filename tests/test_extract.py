@@ -256,3 +256,26 @@ def test_script_reports_too_many_bad_clips(bad_corpus, tmp_path):
     listed = Path(proc.stderr.split("listed in ")[1].split(". ")[0])  # the message names a file that exists
     assert listed.is_file() and len(pd.read_csv(listed)) == 2
     assert not list((corpus.root / "exp" / "features").glob("*/index.csv"))
+
+
+def test_out_of_memory_names_a_smaller_batch_size(corpus, monkeypatch, tmp_path):
+    def exhausted(self, waves):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(type(build_frontend({"name": "lfcc"})), "__call__", exhausted)
+    cfg = _with(corpus, f"features.dir={tmp_path / 'oom'}", "features.batch_size=12")
+    with pytest.raises(ExtractionError, match=r"features.batch_size=12 .*try features.batch_size=6"):
+        run_extraction(cfg)
+
+
+def test_extraction_reports_its_throughput(corpus, tmp_path, capsys):
+    stats: list = []
+    directory = run_extraction(_with(corpus, f"features.dir={tmp_path / 'timed'}"), stats=stats)
+    (done,) = stats
+    store = FeatureStore(directory)
+    assert done.rows == len(store.index) and done.clips == store.index["clip_id"].nunique()
+    assert done.seconds > 0 and done.rows_per_s == pytest.approx(done.rows / done.seconds)
+    assert f"{done.rows} feature row(s)" in capsys.readouterr().out
+    again: list = []
+    run_extraction(_with(corpus, f"features.dir={tmp_path / 'timed'}"), stats=again)
+    assert again == []  # every shard up to date: nothing extracted, nothing timed

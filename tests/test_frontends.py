@@ -35,9 +35,16 @@ def _reference_hidden_states(path: Path, waves: torch.Tensor) -> tuple[torch.Ten
         return model(inputs["input_values"], output_hidden_states=True).hidden_states
 
 
-def _hf(path: Path, layer: int, precision: str = "float32"):
+def _hf(path: Path, layer: int, precision: str = "float32", attention: str = "auto"):
     return build_frontend(
-        {"name": "hf_ssl", "model": str(path), "layer": layer, "precision": precision}, "cpu"
+        {
+            "name": "hf_ssl",
+            "model": str(path),
+            "layer": layer,
+            "precision": precision,
+            "attention": attention,
+        },
+        "cpu",
     )
 
 
@@ -74,6 +81,10 @@ def test_precision_and_loading_errors(tiny_model, tmp_path):
     assert _hf(path, 1, "auto").autocast_dtype is None  # auto = float32 on CPU
     with pytest.raises(FrontEndError, match="CUDA"):
         _hf(path, 1, "fp16")
+    with pytest.raises(FrontEndError, match="tf32 needs a CUDA device"):
+        _hf(path, 1, "tf32")
+    with pytest.raises(FrontEndError, match="attention must be one of"):
+        _hf(path, 1, attention="flash")
     with pytest.raises(FrontEndError, match="precision"):
         _hf(path, 1, "int8")
     with pytest.raises(FrontEndError, match="out of range"):
@@ -127,3 +138,50 @@ def test_config_section_and_flat_settings_build_the_same_frontend():
     b = build_frontend({"name": "lfcc", "n_coeffs": 13}, "cpu")(waves)
     assert a.shape == (2, 51, 39)
     torch.testing.assert_close(a, b)
+
+
+def test_attention_sdpa_equals_eager_and_falls_back_where_missing(tiny_model):
+    path, _ = tiny_model
+    waves = torch.randn(2, 8000, generator=torch.Generator().manual_seed(6))
+    eager = _hf(path, 3, attention="eager")
+    assert eager.attention == "eager"
+    auto = _hf(path, 3)
+    if "wavlm" in str(eager.model.config.model_type):  # WavLM has no sdpa attention in transformers
+        assert auto.attention == "eager"
+        with pytest.raises(FrontEndError, match="attention=sdpa"):
+            _hf(path, 3, attention="sdpa")
+    else:
+        assert auto.attention == "sdpa" == _hf(path, 3, attention="sdpa").attention
+    torch.testing.assert_close(auto(waves), eager(waves), rtol=0, atol=1e-5)
+
+
+def test_to_device_and_cuda_math_on_cpu():
+    from sourcetracing.features.frontends import cuda_math, to_device
+
+    waves = torch.ones(2, 10, dtype=torch.float64)
+    moved = to_device(waves, torch.device("cpu"))
+    assert moved.dtype == torch.float32 and moved.device.type == "cpu"
+    before = torch.backends.cudnn.benchmark
+    with cuda_math(torch.device("cpu"), tf32=True):
+        assert torch.backends.cudnn.benchmark == before  # nothing changes on CPU
+
+
+def _math_flags() -> tuple:
+    return (
+        torch.get_float32_matmul_precision(),
+        torch.backends.cudnn.conv.fp32_precision,
+        torch.backends.cudnn.benchmark,
+    )
+
+
+@pytest.mark.parametrize("tf32,matmul,conv", [(False, "highest", "ieee"), (True, "high", "tf32")])
+def test_fp32_math_sets_consistent_switches_and_restores_them(tf32, matmul, conv):
+    from sourcetracing.features.frontends import fp32_math
+
+    before = _math_flags()
+    with fp32_math(tf32):
+        assert _math_flags() == (matmul, conv, True)
+        # the old-style switch agrees with the new one (cuBLAS checks that before every product)
+        assert torch.backends.cuda.matmul.allow_tf32 is tf32
+        assert torch.backends.cuda.matmul.fp32_precision == ("tf32" if tf32 else "ieee")
+    assert _math_flags() == before

@@ -37,15 +37,20 @@ def init_distributed(device: torch.device | None = None) -> DistInfo:
     if not dist.is_initialized():
         use_nccl = device is not None and device.type == "cuda"
         if use_nccl:
-            torch.cuda.set_device(local)
+            torch.cuda.set_device(_gpu_of(local))
         dist.init_process_group(backend="nccl" if use_nccl else "gloo")
     return DistInfo(rank=rank, world_size=world, local_rank=local)
 
 
+def _gpu_of(local_rank: int) -> int:
+    """The GPU of a local rank: one each, shared round-robin when there are more ranks than GPUs."""
+    return local_rank % max(torch.cuda.device_count(), 1)
+
+
 def rank_device(device: torch.device, info: DistInfo) -> torch.device:
-    """One GPU per local rank under torchrun; CPU stays CPU."""
+    """One GPU per local rank under torchrun (round-robin with more ranks than GPUs); CPU stays CPU."""
     if device.type == "cuda" and info.enabled:
-        return torch.device("cuda", info.local_rank)
+        return torch.device("cuda", _gpu_of(info.local_rank))
     return device
 
 

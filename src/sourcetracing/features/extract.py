@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -57,6 +58,20 @@ log = logging.getLogger(__name__)
 
 class ExtractionError(DataError):
     """Feature extraction cannot finish (too many bad clips, missing shards, bad settings)."""
+
+
+@dataclass(frozen=True)
+class ExtractionStats:
+    """What one rank extracted: clips read, feature rows stored (clips x versions) and seconds from
+    the first clip to the last shard written (model loading, planning and the index excluded)."""
+
+    clips: int
+    rows: int
+    seconds: float
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else float("nan")
 
 
 @dataclass
@@ -184,7 +199,7 @@ class _ShardState:
     plan: ShardPlan
     pending: list[np.ndarray] = field(default_factory=list)
     rows: list[dict] = field(default_factory=list)
-    features: list[np.ndarray] = field(default_factory=list)
+    features: list[np.ndarray | _HostCopy] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
     seen: int = 0
 
@@ -192,23 +207,56 @@ class _ShardState:
         return sum(len(w) for w in self.pending)
 
 
+class _HostCopy:
+    """Features on their way from the GPU to pinned host memory (the copy runs behind later work)."""
+
+    def __init__(self, features: torch.Tensor):
+        self.host = torch.empty(features.shape, dtype=features.dtype, pin_memory=True)
+        self.host.copy_(features, non_blocking=True)
+        self.done = torch.cuda.Event()
+        self.done.record()
+
+    def numpy(self) -> np.ndarray:
+        """The features in ordinary host memory, once the copy has finished."""
+        self.done.synchronize()
+        return self.host.numpy().copy()  # frees the pinned block for the next batches
+
+
+def _settle(state: _ShardState, keep_last: bool) -> None:
+    """Turn finished GPU->host copies into arrays (all of them, or all but the newest)."""
+    stop = len(state.features) - 1 if keep_last else len(state.features)
+    for k in range(stop):
+        if isinstance(state.features[k], _HostCopy):
+            state.features[k] = state.features[k].numpy()
+
+
 def _run_frontend(frontend: FrontEnd, state: _ShardState, batch_size: int, final: bool) -> None:
-    """Run full batches of the pending waves (and the remainder when ``final``)."""
+    """Run full batches of the pending waves (and the remainder when ``final``).
+
+    On CUDA the waves go up through pinned memory and the features come back by an asynchronous
+    copy that is collected one batch later, so the GPU computes while the host gathers the next
+    batch; at the end of a shard every copy is collected.
+    """
     if not state.pending:
+        if final:
+            _settle(state, keep_last=False)
         return
     waves = np.concatenate(state.pending)
     n_full = len(waves) if final else (len(waves) // batch_size) * batch_size
     for start in range(0, n_full, batch_size):
         batch = torch.from_numpy(waves[start : min(start + batch_size, n_full)])
         try:
-            feats = frontend(batch)
+            feats = to_store_dtype(frontend(batch))
+            state.features.append(_HostCopy(feats) if feats.is_cuda else feats.numpy())
         except torch.OutOfMemoryError as err:
             raise ExtractionError(
-                f"out of GPU memory at features.batch_size={batch_size}: try features.batch_size="
-                f"{max(1, batch_size // 2)}"
+                f"out of GPU memory at features.batch_size={batch_size} (clip versions per batch): try "
+                f"features.batch_size={max(1, batch_size // 2)}"
             ) from err
-        state.features.append(to_store_dtype(feats).cpu().numpy())
+        _settle(state, keep_last=True)
     state.pending = [waves[n_full:]] if n_full < len(waves) else []
+    if final:
+        _settle(state, keep_last=False)
 
 
 def _write(directory: Path, state: _ShardState, shape: tuple[int, int]) -> None:
@@ -257,8 +305,8 @@ def _extract_shards(
     device: torch.device,
     split_sizes: dict[str, int],
     info: DistInfo,
-) -> None:
-    """Compute and write the given shards on this rank."""
+) -> ExtractionStats:
+    """Compute and write the given shards on this rank; returns how many clips and rows took how long."""
     sample_rate = int(cfg.data.sample_rate)
     num_samples = clip_samples(cfg)
     frontend = build_frontend(cfg.frontend, device, sample_rate=sample_rate)
@@ -295,6 +343,8 @@ def _extract_shards(
     bar = progress(
         loader, total=len(jobs), desc=f"features (rank {info.rank})", unit="clip", position=info.rank
     )
+    rows = 0
+    start = time.perf_counter()
     try:
         for i, waves, reason, detail in bar:
             state = states[owner[i]]
@@ -326,6 +376,7 @@ def _extract_shards(
                 state.rows.extend(
                     {"clip_id": clip["clip_id"], "split": plan.split, "version": v} for v in plan.versions
                 )
+                rows += len(plan.versions)
                 state.pending.append(waves)
                 if state.n_pending() >= batch_size:
                     _run_frontend(frontend, state, batch_size, final=False)
@@ -340,6 +391,7 @@ def _extract_shards(
     finally:
         bar.close()
         writer.close()
+    return ExtractionStats(clips=len(jobs), rows=rows, seconds=time.perf_counter() - start)
 
 
 def _finalize(
@@ -411,10 +463,12 @@ def summary_table(meta: dict) -> pd.DataFrame:
     return table[["clips", "stored_clips", "rows", "skipped", "skipped_reasons"]]
 
 
-def run_extraction(cfg: Config, info: DistInfo | None = None) -> Path:
+def run_extraction(cfg: Config, info: DistInfo | None = None, stats: list | None = None) -> Path:
     """Build (or bring up to date) the feature store of ``cfg`` for all splits; returns its folder.
 
     Under ``torchrun`` each rank computes its shards and rank 0 finalizes the merged index.
+    ``stats``, when given, receives this rank's :class:`ExtractionStats` (nothing when every shard
+    was up to date).
     """
     device = resolve_device(cfg.device)
     info = info if info is not None else init_distributed(device)
@@ -442,7 +496,14 @@ def run_extraction(cfg: Config, info: DistInfo | None = None) -> Path:
             )
         if todo:
             split_sizes = {s: len(df) for s, df in splits.items()}
-            _extract_shards(cfg, todo, directory, device, split_sizes, info)
+            done = _extract_shards(cfg, todo, directory, device, split_sizes, info)
+            if stats is not None:
+                stats.append(done)
+            if info.is_main:
+                print(
+                    f"rank 0 extracted {done.clips} clip(s), {done.rows} feature row(s) in {done.seconds:.1f} s "
+                    f"({done.rows_per_s:.3g} rows/s on {device})"
+                )
         barrier(info)
         if info.is_main:
             frontend_shape = _store_shape(cfg, directory, plans)
@@ -469,4 +530,11 @@ def _store_shape(cfg: Config, directory: Path, plans: list[ShardPlan]) -> tuple[
     return tuple(frontend.output_shape(clip_samples(cfg)))  # type: ignore[return-value]
 
 
-__all__ = ["ExtractionError", "plan_shards", "run_extraction", "split_summary", "summary_table"]
+__all__ = [
+    "ExtractionError",
+    "ExtractionStats",
+    "plan_shards",
+    "run_extraction",
+    "split_summary",
+    "summary_table",
+]

@@ -1,4 +1,10 @@
-"""``hf_ssl``: ``hidden_states[layer]`` of a Hugging Face audio encoder, computing only the layers it needs."""
+"""``hf_ssl``: ``hidden_states[layer]`` of a Hugging Face audio encoder, computing only the layers it needs.
+
+Settings (``frontend.hf_ssl``): ``model`` (hub name or local path), ``layer``, ``precision``
+(``auto | float32 | tf32 | bf16 | fp16``; auto = bf16 on CUDA, float32 on CPU) and ``attention``
+(``auto | sdpa | eager``; auto = PyTorch's fused scaled-dot-product attention where the model
+class supports it, else the eager implementation).
+"""
 
 from __future__ import annotations
 
@@ -11,9 +17,11 @@ import torch
 from torch import nn
 
 from sourcetracing.components import FRONTENDS
-from sourcetracing.features.frontends import FrontEnd, FrontEndError, resolve_precision
+from sourcetracing.features.frontends import FrontEnd, FrontEndError, cuda_math, resolve_precision, to_device
 
 log = logging.getLogger(__name__)
+
+ATTENTIONS = ("auto", "sdpa", "eager")
 
 
 class _Captured(Exception):
@@ -71,18 +79,20 @@ class HFSSLFrontEnd(FrontEnd):
 
     name = "hf_ssl"
 
-    def __init__(self, model_name: str, layer: int, precision: str, device: torch.device):
-        from transformers import AutoConfig, AutoModel
+    def __init__(
+        self, model_name: str, layer: int, precision: str, device: torch.device, attention: str = "auto"
+    ):
+        from transformers import AutoConfig
 
+        if attention not in ATTENTIONS:
+            raise FrontEndError(f"frontend.hf_ssl.attention must be one of {ATTENTIONS}, got {attention!r}")
+        self.autocast_dtype = resolve_precision(precision, device)  # checked before the model loads
         local = Path(model_name).exists()
         try:
             config = AutoConfig.from_pretrained(model_name, local_files_only=local)
-            model = AutoModel.from_pretrained(model_name, local_files_only=local)
         except (OSError, ValueError) as err:
-            raise FrontEndError(
-                f"cannot load Hugging Face model '{model_name}' ({err}); give a local path or make sure the hub "
-                "is reachable (or the model is in the HF cache)"
-            ) from err
+            raise self._load_error(model_name, err) from err
+        model, self.attention = self._load_model(model_name, local, attention)
         num_layers = int(config.num_hidden_layers)
         k = layer if layer >= 0 else num_layers + 1 + layer
         if not 0 <= k <= num_layers:
@@ -108,7 +118,6 @@ class HFSSLFrontEnd(FrontEnd):
             p.requires_grad_(False)
         self.device = device
         self.precision = precision
-        self.autocast_dtype = resolve_precision(precision, device)
         self.hidden_size = int(config.hidden_size)
         self.conv_layers = (
             list(zip(config.conv_kernel, config.conv_stride, strict=True))
@@ -116,6 +125,43 @@ class HFSSLFrontEnd(FrontEnd):
             else None
         )
         self._captured: torch.Tensor | None = None
+
+    @staticmethod
+    def _load_error(model_name: str, err: Exception) -> FrontEndError:
+        return FrontEndError(
+            f"cannot load Hugging Face model '{model_name}' ({err}); give a local path or make sure the hub "
+            "is reachable (or the model is in the HF cache)"
+        )
+
+    @classmethod
+    def _load_model(cls, model_name: str, local: bool, attention: str) -> tuple[nn.Module, str]:
+        """The model with the requested attention implementation, and the implementation it got.
+
+        ``auto`` asks for ``sdpa`` and falls back to ``eager`` for model classes without it (WavLM).
+        """
+        from transformers import AutoModel
+
+        def load(implementation: str) -> nn.Module:
+            return AutoModel.from_pretrained(
+                model_name, local_files_only=local, attn_implementation=implementation
+            )
+
+        wanted = "sdpa" if attention == "auto" else attention
+        try:
+            return load(wanted), wanted
+        except (OSError, ValueError, ImportError) as err:
+            first = err
+        try:
+            model = load("eager")
+        except (OSError, ValueError, ImportError) as err:
+            raise cls._load_error(model_name, err) from err
+        if attention == "sdpa":
+            raise FrontEndError(
+                f"frontend.hf_ssl.attention=sdpa: {type(model).__name__} has no scaled-dot-product attention "
+                f"({first}); use attention auto or eager"
+            ) from first
+        log.info("%s has no sdpa attention; using eager attention", type(model).__name__)
+        return model, "eager"
 
     @staticmethod
     def _read_do_normalize(model_name: str, local: bool) -> bool:
@@ -157,14 +203,14 @@ class HFSSLFrontEnd(FrontEnd):
 
     @torch.inference_mode()
     def __call__(self, waves: torch.Tensor) -> torch.Tensor:
-        waves = self.normalize(waves.to(self.device, torch.float32))
+        waves = self.normalize(to_device(waves, self.device))
         ctx = (
             torch.autocast(self.device.type, dtype=self.autocast_dtype)
             if self.autocast_dtype is not None
             else contextlib.nullcontext()
         )
         self._captured = None
-        with ctx:
+        with cuda_math(self.device, tf32=self.precision == "tf32"), ctx:
             try:
                 self.model(waves)
             except _Captured:
@@ -175,7 +221,16 @@ class HFSSLFrontEnd(FrontEnd):
         return out.float()
 
 
-@FRONTENDS.register("hf_ssl", defaults={"model": "facebook/wav2vec2-base", "layer": 5, "precision": "auto"})
+@FRONTENDS.register(
+    "hf_ssl",
+    defaults={"model": "facebook/wav2vec2-base", "layer": 5, "precision": "auto", "attention": "auto"},
+)
 def build_hf_ssl(settings: Mapping, device: torch.device, sample_rate: int) -> HFSSLFrontEnd:
     """A Hugging Face SSL encoder's hidden state (wav2vec2-base layer 5 by default, as the original)."""
-    return HFSSLFrontEnd(str(settings["model"]), int(settings["layer"]), str(settings["precision"]), device)
+    return HFSSLFrontEnd(
+        str(settings["model"]),
+        int(settings["layer"]),
+        str(settings["precision"]),
+        device,
+        attention=str(settings["attention"]),
+    )

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from sourcetracing.components import FRONTENDS
-from sourcetracing.features.frontends import FrontEnd, FrontEndError
+from sourcetracing.features.frontends import FrontEnd, FrontEndError, to_device
 
 STFT_DEFAULTS = {"n_fft": 512, "win_length": 320, "hop_length": 160}
 
@@ -84,7 +84,7 @@ class SpectralFrontEnd(FrontEnd):
 
     @torch.inference_mode()
     def __call__(self, waves: torch.Tensor) -> torch.Tensor:
-        waves = waves.to(self.device, torch.float32)
+        waves = to_device(waves, self.device)
         spec = torch.stft(
             waves,
             n_fft=self.n_fft,
