@@ -77,7 +77,11 @@ def _write_both(root: Path, n: int, frames: int, dim: int, shard_size: int, seed
             path = pt_dir / f"{start + i:06d}.pt"
             torch.save(torch.from_numpy(feats[i].copy()), path)
             files.append(path)
-    finalize_store(store_dir, shards, {"shape": [frames, dim], "frontend": {"name": "random"}})
+    annotated = pd.DataFrame(
+        {"clip_id": [f"c{i:06d}" for i in range(n)], "split": "train", "model_name": "m", "label": labels,
+         "known": True, "language": "en", "language_seen": True, "cell": "seen_lang/seen_model", "path": ""}
+    )  # fmt: skip
+    finalize_store(store_dir, shards, {"shape": [frames, dim], "frontend": {"name": "random"}}, annotated)
     store = FeatureStore(store_dir)
     store_bytes = sum(p.stat().st_size for p in (store_dir / "shards").glob("*.npy"))
     pt_bytes = sum(p.stat().st_size for p in files)
@@ -105,10 +109,10 @@ def _data_pass(loader: DataLoader) -> tuple[float, int]:
 
 
 def _train_pass(loader: DataLoader, model, batches: int) -> tuple[float, int]:
-    from sourcetracing.training.refd import loss_fn, mixup_step
+    from sourcetracing.training.classifier import criterion, mixup_step
 
     opt = torch.optim.Adam(model.parameters(), lr=5e-4)
-    crit = loss_fn("ce", 24)
+    crit = criterion("ce", 24)
     rng = np.random.default_rng(0)
     model.train()
     t0 = time.perf_counter()
@@ -148,10 +152,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from sourcetracing.config import DEFAULTS
-    from sourcetracing.features.store import FeatureDataset, FeatureStore
+    from sourcetracing.features.store import FeatureDataset, FeatureStore, collate_batch
+    from sourcetracing.models.aasist import AASIST_DEFAULTS
     from sourcetracing.training.checkpoint import build_model
-    from sourcetracing.training.data import BatchedFeatureDataset, collate_batch
+
+    class PerItem(torch.utils.data.Dataset):
+        """The store read one row at a time (a DataLoader with the default collate)."""
+
+        def __init__(self, inner: FeatureDataset):
+            self.inner = inner
+
+        def __len__(self) -> int:
+            return len(self.inner)
+
+        def __getitem__(self, i: int):
+            return self.inner[i]
 
     root = Path(tempfile.mkdtemp(prefix="train_io_", dir=args.dir))
     try:
@@ -162,9 +177,13 @@ def main(argv: list[str] | None = None) -> int:
         # name -> (fresh dataset, collate_fn, its files); fresh = new memory maps after an eviction
         layouts = {
             "pt": (lambda: pt_ds, None, pt_ds.files),
-            "store": (lambda: FeatureDataset(FeatureStore(store.directory), store.index), None, store_files),
+            "store": (
+                lambda: PerItem(FeatureDataset(FeatureStore(store.directory), store.index)),
+                None,
+                store_files,
+            ),
             "batched": (
-                lambda: BatchedFeatureDataset(FeatureStore(store.directory), store.index),
+                lambda: FeatureDataset(FeatureStore(store.directory), store.index),
                 collate_batch,
                 store_files,
             ),
@@ -194,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.train_batches > 0:
             for name in ("pt", "batched"):  # the trainer reads batches
                 torch.manual_seed(0)
-                model = build_model(DEFAULTS["model"], args.dim, 24)
+                model = build_model("classifier", {"name": "aasist", **AASIST_DEFAULTS}, args.dim, 24)
                 secs, n = _train_pass(loader(name, 3), model, args.train_batches)
                 results[name]["train"] = n / secs
                 print(f"{titles[name]:18s} training: {n} samples in {secs:.2f} s", flush=True)
