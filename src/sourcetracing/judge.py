@@ -163,8 +163,9 @@ def ood_scores(
     train = outputs.split("train")
     labels = train.rows["label"].to_numpy(int)
     out: dict[str, dict[str, np.ndarray]] = {}
+    has = outputs.has
     for name in names:
-        if name in SCORERS:
+        if name in SCORERS and applicable(name, has):  # else a precomputed column (which may share the name)
             scorer = build_scorer(name, **scorer_options(cfg.ood, name)).fit(
                 train.embeddings, train.logits, labels
             )
