@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from sourcetracing.config import load_config
-from sourcetracing.errors import DataError
+from sourcetracing.errors import DataError, WouldOverwriteError
 from sourcetracing.judge import known_class_metrics, ood_step
 from sourcetracing.score_files import (
     KEY_FILE_COLUMNS,
@@ -130,25 +130,23 @@ def test_a_score_file_of_the_toolkits_own_scores_reproduces_its_report_exactly(j
     assert (again / "outputs" / "meta.json").is_file()
 
 
-def test_posteriors_follow_the_prior_and_the_dev_threshold(judged, tmp_path) -> None:
+def test_posteriors_are_the_dev_calibration_at_the_prior_and_the_dev_threshold(judged, tmp_path) -> None:
     _, _, score_file, key, names = judged
-    evaluate_scores(score_file, key, tmp_path / "a", name="p", prior=0.5)
-    evaluate_scores(score_file, key, tmp_path / "b", name="p", prior=0.1)
-    even = pd.read_csv(tmp_path / "a" / "p" / "posteriors" / "eval.tsv", sep="\t")
-    rare = pd.read_csv(tmp_path / "b" / "p" / "posteriors" / "eval.tsv", sep="\t")
-    thresholds = json.loads((tmp_path / "a" / "p" / "ood_step" / "thresholds.json").read_text())["scorers"]
-    scores = pd.read_csv(score_file, sep="\t").set_index("clip_id").loc[even["clip_id"]]
+    evaluate_scores(score_file, key, tmp_path, name="p", prior=0.1)
+    table = pd.read_csv(tmp_path / "p" / "posteriors" / "eval.tsv", sep="\t")
+    thresholds = json.loads((tmp_path / "p" / "ood_step" / "thresholds.json").read_text())["scorers"]
+    scores = pd.read_csv(score_file, sep="\t").set_index("clip_id").loc[table["clip_id"]]
     for name in names:
-        np.testing.assert_array_equal(even[f"{name}_llr"], rare[f"{name}_llr"])  # the llr has no prior
-        assert (rare[f"{name}_p_unseen"] < even[f"{name}_p_unseen"]).all()
-        # P(unseen) at prior 0.5 is sigmoid(llr)
-        np.testing.assert_allclose(
-            even[f"{name}_p_unseen"], 1 / (1 + np.exp(-even[f"{name}_llr"])), rtol=1e-9
-        )
+        cal = thresholds[name]["calibration"]
+        llr = cal["slope"] * scores[name].to_numpy() + cal["offset"]
+        np.testing.assert_allclose(table[f"{name}_llr"], llr, rtol=1e-12, atol=1e-12)
+        p_unseen = 1 / (1 + np.exp(-(llr + np.log(0.1 / 0.9))))  # sigmoid(llr + logit(prior))
+        np.testing.assert_allclose(table[f"{name}_p_unseen"], p_unseen, rtol=1e-9)
         flagged = scores[name].to_numpy() >= thresholds[name]["threshold"]
-        assert (even[f"{name}_unseen"].to_numpy() == flagged).all()
-    dcf = pd.read_csv(tmp_path / "b" / "p" / "posteriors" / "dcf.csv")
-    assert set(dcf["prior"]) == {0.1} and (dcf["min_dcf"] <= dcf["actual_dcf"] + 1e-12).all()
+        assert (table[f"{name}_unseen"].to_numpy() == flagged).all()
+    dcf = pd.read_csv(tmp_path / "p" / "posteriors" / "dcf.csv")
+    assert set(dcf["prior"]) == {0.1} and len(dcf) == 2 * len(names)
+    assert (dcf["min_dcf"] <= dcf["actual_dcf"] + 1e-12).all()
 
 
 def test_scores_without_predicted_give_the_ood_report_only(judged, tmp_path) -> None:
@@ -207,6 +205,14 @@ def test_bad_score_files_are_one_clear_line(judged, tmp_path, capsys) -> None:
     assert len(err) == 1 and err[0].startswith("error: ") and "model_name" in err[0]
 
 
+def test_a_trained_systems_folder_is_never_overwritten(judged) -> None:
+    cfg, _, score_file, key, _ = judged
+    before = (Path(cfg.exp_dir) / "mine" / "outputs" / "manifest.json").read_text()
+    with pytest.raises(WouldOverwriteError, match="choose another --out or --name"):
+        evaluate_scores(score_file, key, cfg.exp_dir, name="mine")
+    assert (Path(cfg.exp_dir) / "mine" / "outputs" / "manifest.json").read_text() == before
+
+
 def test_predicted_must_name_a_known_system(judged, tmp_path) -> None:
     _, _, score_file, key, names = judged
     scores = pd.read_csv(score_file, sep="\t", dtype=str)
@@ -240,6 +246,7 @@ def test_a_key_without_unseen_dev_clips_or_malformed_is_refused(judged, tmp_path
         read_key(_write(tmp_path / "k5.tsv", "clip_id\tsystem\nx\ty\n"))
 
 
+@pytest.mark.slow
 def test_scripts_write_the_key_and_evaluate_end_to_end(judged, tmp_path) -> None:
     cfg, root, score_file, key, names = judged
     config = tmp_path / "cfg.yaml"

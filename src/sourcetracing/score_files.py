@@ -48,7 +48,7 @@ import pandas as pd
 
 from sourcetracing.config import Config, load_config
 from sourcetracing.data.protocols import clip_id_of, language_of, prepare_splits
-from sourcetracing.errors import DataError, MissingInputError
+from sourcetracing.errors import DataError, MissingInputError, WouldOverwriteError
 from sourcetracing.layout import ExperimentLayout
 from sourcetracing.provenance import atomic_dir, data_digest, file_digest, write_manifest
 from sourcetracing.systems.outputs import (
@@ -390,6 +390,11 @@ def evaluate_scores(
     outputs = outputs_from_scores(key, matched, scores, name)
     cfg = evaluation_config(out_dir, default)
     sys_layout = ExperimentLayout.of(cfg).system(name)
+    meta = sys_layout.outputs / "meta.json"
+    if meta.is_file() and json.loads(meta.read_text()).get("task") != "scores":
+        raise WouldOverwriteError(
+            f"{sys_layout.root} holds a trained system's outputs: choose another --out or --name"
+        )
     inputs = {"scores": data_digest([file_digest(p) for p in paths]), "key": file_digest(key_path)}
     outputs.write(sys_layout.outputs, inputs)
     results = known_class_metrics(cfg, name, outputs) if scores.has_predicted else {}
