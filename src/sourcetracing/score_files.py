@@ -132,6 +132,8 @@ def read_key(path: str | Path) -> Key:
     missing = [c for c in KEY_REQUIRED if c not in rows]
     if missing:
         raise DataError(f"{path}: the key lacks the column(s) {missing}; expected {KEY_FILE_COLUMNS}")
+    for column in KEY_REQUIRED:
+        rows[column] = rows[column].str.strip()
     rows["clip_id"] = rows["clip_id"].map(clip_id_of)
     _refuse_duplicates(rows["clip_id"], f"{path} (key)")
     bad = ~rows["status"].isin(STATUSES)
@@ -211,7 +213,7 @@ def read_scores(paths: str | Path | Sequence[str | Path]) -> Scores:
         renamed = {c: c[len(SCORE_PREFIX) :] if c.startswith(SCORE_PREFIX) else c for c in columns}
         if len(set(renamed.values())) < len(renamed) or "" in renamed.values():
             raise DataError(f"{path}: score column names must be distinct and non-empty: {columns}")
-        frame = pd.DataFrame({"clip_id": raw["clip_id"].map(clip_id_of)})
+        frame = pd.DataFrame({"clip_id": raw["clip_id"].str.strip().map(clip_id_of)})
         for column, name in renamed.items():
             frame[name] = _numeric(raw[column], path, column)
         if PREDICTED in raw:
