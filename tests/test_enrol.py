@@ -99,7 +99,10 @@ def test_enrolment_names_the_held_back_system_and_removing_it_restores_every_dec
         df = tracer.trace(every)
         assert ((df["ood_score"] >= tracer.threshold) == (df["decision"] == "unknown")).all()
         assert df["p_unseen"].between(0, 1).all()
-    ge2e = trace.Tracer.load(cfg, "ge2e").trace(clips["others"])
+    # the script, with overrides before and clips after the options
+    out = tmp_path / "traced.csv"
+    assert trace.main([*argv, "--system", "ge2e", "--out", str(out), *map(str, clips["others"])]) == 0
+    ge2e = pd.read_csv(out, keep_default_na=False)
     named = (ge2e["predicted"] == NAME) & (ge2e["decision"] == "known")
     assert named.mean() > 0.5, ge2e[["path", "predicted", "ood_score", "decision"]]
 

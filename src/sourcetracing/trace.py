@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--device", default=None, help="auto | cpu | cuda (default: the config's)")
     parser.add_argument("--batch-size", type=int, default=16)
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # clips and overrides may come before or after the options
     overrides = [a for a in args.inputs if "=" in a and not Path(a).exists()]
     inputs = [a for a in args.inputs if a not in overrides]
     try:
