@@ -161,8 +161,9 @@ def ood_scores(
 ) -> dict[str, dict[str, np.ndarray]]:
     """``scores[name][split]`` for dev/eval: registered scorers fitted on train, precomputed ones as given."""
     out: dict[str, dict[str, np.ndarray]] = {}
+    has = outputs.has
     for name in names:
-        if name in SCORERS:
+        if name in SCORERS and applicable(name, has):  # else a precomputed column (which may share the name)
             train = outputs.split("train")
             scorer = build_scorer(name, **scorer_options(cfg.ood, name)).fit(
                 train.embeddings, train.logits, train.rows["label"].to_numpy(int)

@@ -4,6 +4,8 @@
 
     exp/<name>/
       config.yaml  label_assignment.txt  label_map.csv  summary.md
+      key.tsv                                the evaluation key (scripts/write_key.py)
+      enrolled.json                          systems enrolled without retraining (scripts/enroll.py)
       features/<frontend>-<hash>/            the feature store (features.dir overrides the root)
       <system>/                              one folder per system (aasist, ge2e, mfcc, fusion, ...)
         trained_models/  best.pt last.pt metrics.csv curves.png      (systems that train)
@@ -12,6 +14,8 @@
         ood_step/        OOD_eval_results.txt ood_summary.csv scores_*.tsv thresholds.json
                          scorer_<name>.npz roc_*.png det_*.png manifest.json
         embeddings/      embedding_map.png (and exported per-split files)
+        enrolled/        <name>-<digest>.npz: embeddings of each enrolled system's clips
+        enrolment/       enrolment.csv enrolment_curve.png (scripts/enroll.py --measure)
       trace/             trace_<run id>.csv
       .locks/            one lock file per step
 """
@@ -26,6 +30,8 @@ LABEL_ASSIGNMENT = "label_assignment.txt"
 LABEL_MAP = "label_map.csv"
 SUMMARY = "summary.md"
 MANIFEST = "manifest.json"
+KEY = "key.tsv"
+ENROLLED = "enrolled.json"
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,14 @@ class SystemLayout:
     def embeddings(self) -> Path:
         return self.root / "embeddings"
 
+    @property
+    def enrolled(self) -> Path:
+        return self.root / "enrolled"
+
+    @property
+    def enrolment(self) -> Path:
+        return self.root / "enrolment"
+
 
 @dataclass(frozen=True)
 class ExperimentLayout:
@@ -106,6 +120,14 @@ class ExperimentLayout:
     @property
     def trace(self) -> Path:
         return self.root / "trace"
+
+    @property
+    def key(self) -> Path:
+        return self.root / KEY
+
+    @property
+    def enrolled(self) -> Path:
+        return self.root / ENROLLED
 
     @property
     def locks(self) -> Path:

@@ -17,6 +17,11 @@ searched recursively for audio files; a file that cannot be read gives a row wit
 instead of stopping the run. Each run writes a new ``<exp_dir>/trace/trace_<time>.csv`` (or
 ``--out``, which must not exist yet: no earlier results file is ever replaced); the exit code is 1
 when no clip could be traced.
+
+Systems enrolled with ``scripts/enroll.py`` (a few clips, no retraining) join the known ones:
+the closed-set decision becomes the nearest class centroid (cosine) over the trained and enrolled
+systems, and the OOD score the centroid or k-NN scorer with the enrolment embeddings added, at
+its unchanged dev threshold (the rule in :mod:`sourcetracing.enrol`).
 """
 
 from __future__ import annotations
@@ -97,11 +102,21 @@ class Tracer:
     min_len_s: float
     device: torch.device
     prior: float = 0.5
+    # systems enrolled without retraining (sourcetracing.enrol), class ids after the known ones
+    enrolled: tuple[str, ...] = ()
 
     @classmethod
     def load(
-        cls, cfg: Config, system: str | None = None, scorer: str | None = None, device: str | None = None
+        cls,
+        cfg: Config,
+        system: str | None = None,
+        scorer: str | None = None,
+        device: str | None = None,
+        enrolled: bool = True,
     ) -> Tracer:
+        """The system's parts, checked to belong together; with ``enrolled`` the systems enrolled into it
+        join the known ones (the rule of :mod:`sourcetracing.enrol`)."""
+        from sourcetracing.enrol import enrolled_into
         from sourcetracing.features.frontends import build_frontend
         from sourcetracing.ood.calibration import LogisticCalibration
         from sourcetracing.ood.scorers import Scorer
@@ -136,7 +151,9 @@ class Tracer:
         expected = LabelMap.read(cfg.exp_dir) if layout.label_map.is_file() else None
         model, ckpt = load_model(sys_layout.best, dev, expected_label_map=expected)
         info = json.loads((sys_layout.ood / "thresholds.json").read_text())
-        chosen = scorer or cfg.trace.scorer or info.get("default")
+        requested = scorer or cfg.trace.scorer
+        enrolment = enrolled_into(layout, name, checkpoint_id(sys_layout.best), info) if enrolled else None
+        chosen = enrolment.scorer_name(requested) if enrolment else requested or info.get("default")
         if chosen not in info.get("scorers", {}):
             raise TraceError(
                 f"scorer '{chosen}' was not fitted by the OOD step of '{name}'; available: {sorted(info.get('scorers', {}))}"
@@ -161,19 +178,23 @@ class Tracer:
         if prov.get("frontend"):
             frontend = build_frontend(prov["frontend"], dev, sample_rate=int(prov["sample_rate"]))
         centroids = None
-        if ckpt["task"] != "classifier":
+        classes = list(ckpt["label_map"]["known"])
+        fitted = Scorer.load(state)
+        if ckpt["task"] != "classifier" or enrolment:
             from sourcetracing.ood.scorers import class_centroids
             from sourcetracing.systems.outputs import SystemOutputs
 
-            train = SystemOutputs.read(sys_layout.outputs).split("train")
-            centroids = class_centroids(
-                train.embeddings, train.rows["label"].to_numpy(), len(ckpt["label_map"]["known"])
-            )
+            outputs = SystemOutputs.read(sys_layout.outputs)
+            train = outputs.split("train")
+            centroids = class_centroids(train.embeddings, train.rows["label"].to_numpy(), len(classes))
+            if enrolment:  # nearest centroid over known + enrolled, the scorer's state extended
+                centroids, fitted, temperature = enrolment.extend(centroids, fitted, outputs)
+                classes += enrolment.names
         return cls(
-            cfg, name, model, ckpt["task"], list(ckpt["label_map"]["known"]), chosen, Scorer.load(state),
+            cfg, name, model, ckpt["task"], classes, chosen, fitted,
             float(entry["threshold"]), calibration, temperature, centroids, frontend,
             int(prov.get("sample_rate", cfg.data.sample_rate)), int(prov.get("num_samples", 0)) or int(round(cfg.data.max_len_s * cfg.data.sample_rate)),
-            float(cfg.data.min_len_s), dev,
+            float(cfg.data.min_len_s), dev, enrolled=tuple(enrolment.names if enrolment else ()),
         )  # fmt: skip
 
     @torch.no_grad()
@@ -182,46 +203,70 @@ class Tracer:
         x = torch.from_numpy(np.ascontiguousarray(waves, dtype=np.float32)).to(self.device)
         if self.frontend is not None:
             x = to_store_dtype(self.frontend(x)).to(torch.float32)
+        from sourcetracing.ood.scorers import centroid_similarities
+
         if self.task == "classifier":
             logits, emb = self.model(x)
             logits = logits.float().cpu().numpy()
-            return logits, emb.float().reshape(len(waves), -1).cpu().numpy(), logits
-        from sourcetracing.ood.scorers import centroid_similarities
-
+            emb = emb.float().reshape(len(waves), -1).cpu().numpy()
+            if self.centroids is None:  # the classifier's own decision: its logits
+                return logits, emb, logits
+            return logits, emb, centroid_similarities(emb, self.centroids)
         emb = self.model(x).float().cpu().numpy()
         return None, emb, centroid_similarities(emb, self.centroids)
+
+    def read_waves(
+        self, files: Sequence[str | Path]
+    ) -> tuple[list[str | Path], np.ndarray, list[tuple[str, str]]]:
+        """``(readable files, their waves [n, samples], [(file, error), ...])``, cropped as the store crops dev clips."""
+        from sourcetracing.data.audio import crop_or_pad, load_audio
+
+        ok, waves, errors = [], [], []
+        for f in files:
+            try:
+                waves.append(
+                    crop_or_pad(load_audio(f, self.sample_rate, min_len_s=self.min_len_s), self.num_samples)
+                )
+                ok.append(f)
+            except Exception as err:  # noqa: BLE001 - any unreadable file is reported, not raised
+                errors.append((str(f), str(err)))
+        stacked = np.stack(waves) if waves else np.zeros((0, self.num_samples), dtype=np.float32)
+        return ok, stacked, errors
+
+    def embed(
+        self, files: Sequence[str | Path], batch_size: int = 16
+    ) -> tuple[list[str | Path], np.ndarray, list[tuple[str, str]]]:
+        """Embeddings of the readable files as the system computes them: ``(files, [n, E], errors)``."""
+        done, parts, errors = [], [], []
+        for start in range(0, len(files), batch_size):
+            ok, waves, bad = self.read_waves(files[start : start + batch_size])
+            errors += bad
+            if ok:
+                done += ok
+                parts.append(self.outputs(waves)[1])
+        return done, (np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)), errors
 
     def trace(
         self, files: Sequence[str | Path], top_k: int | None = None, batch_size: int = 16
     ) -> pd.DataFrame:
         """One result row per file (errors included), in input order."""
-        from sourcetracing.data.audio import crop_or_pad, load_audio
-
         k = max(1, min(int(top_k or self.cfg.trace.top_k), len(self.classes)))
         rows: list[dict] = []
         for start in progress(range(0, len(files), batch_size), desc="tracing", unit="batch", leave=False):
-            batch, waves = [], []
-            for f in files[start : start + batch_size]:
-                try:
-                    waves.append(
-                        crop_or_pad(
-                            load_audio(f, self.sample_rate, min_len_s=self.min_len_s), self.num_samples
-                        )
-                    )
-                    batch.append(f)
-                except Exception as err:  # noqa: BLE001 - any unreadable file becomes an error row
-                    rows.append(
-                        {
-                            "path": str(f),
-                            "status": "error",
-                            "scorer": self.scorer_name,
-                            "threshold": self.threshold,
-                            "error": str(err),
-                        }
-                    )
+            batch, waves, errors = self.read_waves(files[start : start + batch_size])
+            for f, err in errors:  # an unreadable file becomes an error row
+                rows.append(
+                    {
+                        "path": f,
+                        "status": "error",
+                        "scorer": self.scorer_name,
+                        "threshold": self.threshold,
+                        "error": err,
+                    }
+                )
             if not batch:
                 continue
-            logits, emb, class_scores = self.outputs(np.stack(waves))
+            logits, emb, class_scores = self.outputs(waves)
             probs = torch.softmax(torch.from_numpy(class_scores / self.temperature), dim=1).numpy()
             ood = self.scorer.score(emb, logits)
             p_unseen = (
@@ -316,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--device", default=None, help="auto | cpu | cuda (default: the config's)")
     parser.add_argument("--batch-size", type=int, default=16)
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # clips and overrides may come before or after the options
     overrides = [a for a in args.inputs if "=" in a and not Path(a).exists()]
     inputs = [a for a in args.inputs if a not in overrides]
     try:

@@ -7,10 +7,12 @@ Files written to ``out_dir``:
 - ``ood_summary.csv``: one row per scorer x split x subset (``all``, ``seen_lang``,
   ``unseen_lang``, the four fine-grained cells, ``language:<code>`` per language and
   ``unseen_system:<name>`` per unseen system: that system's clips against all known clips);
-  metrics that a subset cannot define (an EER where all clips are known, say) are NaN. ``cllr``
+  metrics that a subset cannot define (an EER where all clips are known, say, or the open-set
+  F1 of a system without closed-set decisions) are NaN. ``cllr``
   is the Cllr (bits) of the scores calibrated on dev (:mod:`sourcetracing.ood.calibration`),
   ``min_cllr`` the best any monotone calibration could reach on that subset;
-- ``scores_dev.tsv`` / ``scores_eval.tsv``: one row per clip, one column per scorer;
+- ``scores_dev.tsv`` / ``scores_eval.tsv``: one row per clip, one column per scorer (full precision:
+  re-evaluated as a score file they give this report again);
 - ``thresholds.json``: per scorer the dev-EER threshold and EER and the dev-fitted calibration
   (score -> log-likelihood ratio OOD vs known);
 - ``roc_<split>.png`` / ``det_<split>.png``: every scorer on one plot.
@@ -112,7 +114,12 @@ def subset_metrics(
         row["auroc"] = auroc(scores, is_ood)
         row["fpr_at_95tpr"] = fpr_at_tpr(scores, is_ood, 0.95)
     row.update(rates_at_threshold(scores, is_ood, threshold))
-    row["open_set_macro_f1"] = open_set_macro_f1(labels, closed_pred, scores, threshold)
+    # open-set F1 needs closed-set decisions: NaN for a system that makes none (a score file without
+    # a ``predicted`` column gives -1 everywhere)
+    decided = bool((np.asarray(closed_pred) >= 0).any())
+    row["open_set_macro_f1"] = (
+        open_set_macro_f1(labels, closed_pred, scores, threshold) if decided else math.nan
+    )
     row["cllr"] = row["min_cllr"] = math.nan
     if both:
         if calibration is not None:
@@ -285,7 +292,9 @@ def write_ood_report(
         )
         for name, per_split in scores.items():
             table[name] = np.asarray(per_split[split], dtype=np.float64)
-        table.to_csv(out / f"scores_{split}.tsv", sep="\t", index=False, float_format="%.6g")
+        # full precision (shortest round-trip repr): a score file made from these columns gives the
+        # same report again (scripts/evaluate_scores.py)
+        table.to_csv(out / f"scores_{split}.tsv", sep="\t", index=False)
         if plots:
             _plot_curves(
                 out,

@@ -24,8 +24,9 @@ of ``chunk_size`` rows (``knn`` also chunks the bank), so the extra memory is ab
 
 from __future__ import annotations
 
+import copy
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,16 @@ class Scorer:
 
     def score(self, emb: np.ndarray, logits: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def with_enrolled(self, groups: Sequence[np.ndarray]) -> Scorer:
+        """A copy whose fitted state also covers systems enrolled later (one embedding array per system).
+
+        Only embedding scorers whose state is made of the training embeddings can do this
+        (``centroid``: one centroid more per system; ``knn``: the clips join the bank).
+        """
+        raise NotImplementedError(
+            f"the {self.name} scorer cannot take enrolled systems (embedding scorers that can: centroid, knn)"
+        )
 
     def options(self) -> dict[str, Any]:
         """Constructor arguments, to rebuild the scorer when loading."""
@@ -208,12 +219,13 @@ class KNNScorer(Scorer):
         self.bank = _normalize(_f32(train_emb)).numpy()
         return self
 
-    def score(self, emb: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    def top_similarities(self, emb: np.ndarray) -> np.ndarray:
+        """The ``k`` highest cosine similarities to the bank per row, ``[n, k]`` float32, highest first."""
         if self.bank is None:
             raise RuntimeError("knn: call fit() before score()")
         bank = torch.from_numpy(np.asarray(self.bank, dtype=np.float32))
         step = self.chunk_size
-        out = np.empty(len(emb), dtype=np.float32)
+        out = np.empty((len(emb), self.k), dtype=np.float32)
         for start in range(0, len(emb), step):
             q = _normalize(_f32(emb[start : start + step]))
             best = None  # running top-k similarities of this query chunk, [chunk, k]
@@ -221,7 +233,19 @@ class KNNScorer(Scorer):
                 sim = q @ bank[b0 : b0 + step].T  # chunk x chunk block: chunk_size^2 floats at most
                 top = torch.topk(sim, min(self.k, sim.shape[1]), dim=1).values
                 best = top if best is None else torch.topk(torch.cat([best, top], 1), self.k, dim=1).values
-            out[start : start + len(q)] = (1.0 - best[:, self.k - 1]).numpy()
+            out[start : start + len(q)] = best.numpy()
+        return out
+
+    def score(self, emb: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        return 1.0 - self.top_similarities(emb)[:, self.k - 1]
+
+    def with_enrolled(self, groups: Sequence[np.ndarray]) -> KNNScorer:
+        """A copy whose bank also holds the enrolled clips (normalised as the training bank)."""
+        if self.bank is None:
+            raise RuntimeError("knn: call fit() before with_enrolled()")
+        out = copy.copy(self)
+        extra = [_normalize(_f32(np.asarray(g).reshape(len(g), -1))).numpy() for g in groups]
+        out.bank = np.concatenate([np.asarray(self.bank, dtype=np.float32), *extra])
         return out
 
 
@@ -346,3 +370,12 @@ class CentroidScorer(Scorer):
         if self.centroids is None:
             raise RuntimeError("centroid: call fit() before score()")
         return 1.0 - centroid_similarities(emb, np.asarray(self.centroids)).max(axis=1)
+
+    def with_enrolled(self, groups: Sequence[np.ndarray]) -> CentroidScorer:
+        """A copy with one more centroid per enrolled system (computed as the training centroids)."""
+        if self.centroids is None:
+            raise RuntimeError("centroid: call fit() before with_enrolled()")
+        out = copy.copy(self)
+        extra = [class_centroids(g, np.zeros(len(g), dtype=int), 1) for g in groups]
+        out.centroids = np.concatenate([np.asarray(self.centroids, dtype=np.float64), *extra])
+        return out
