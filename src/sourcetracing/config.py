@@ -107,6 +107,7 @@ STATIC_DEFAULTS: dict[str, Any] = {
     "ood": {
         "scorers": ["nsd", "msp", "maxlogit", "energy", "knn", "mahalanobis", "centroid"],
         "default": "auto",  # the scorer of OOD_eval_results.txt and trace.py; auto = lowest dev EER
+        "tune": "none",  # none | dev | holdout: how scorer settings (k, ...) are chosen; never on eval
         "chunk_size": 4096,
     },
     "ge2e": {
@@ -210,6 +211,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.log_every": _int_at_least(1),
     "outputs.batch_size": _int_at_least(1),
     "ood.chunk_size": _int_at_least(1),
+    "ood.tune": _one_of("none", "dev", "holdout"),
     "ge2e.loss": _one_of("softmax", "contrast"),
     "ge2e.n_systems": _int_at_least(2),
     "ge2e.n_clips": _int_at_least(2),

@@ -157,15 +157,34 @@ def scorer_names(cfg: Config, outputs: SystemOutputs, requested: list[str] | Non
 
 
 def ood_scores(
-    cfg: Config, outputs: SystemOutputs, names: list[str], save_dir: Path | None = None
+    cfg: Config,
+    outputs: SystemOutputs,
+    names: list[str],
+    save_dir: Path | None = None,
+    tuning: dict | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
-    """``scores[name][split]`` for dev/eval: registered scorers fitted on train, precomputed ones as given."""
+    """``scores[name][split]`` for dev/eval: registered scorers fitted on train, precomputed ones as given.
+
+    Registered scorers' settings are chosen by ``ood.tune`` (:mod:`sourcetracing.ood.tuning`, never on
+    eval); what was chosen is recorded in ``tuning`` when a dict is given.
+    """
+    from sourcetracing.ood.tuning import tune
+
     out: dict[str, dict[str, np.ndarray]] = {}
     has = outputs.has
     for name in names:
         if name in SCORERS and applicable(name, has):  # else a precomputed column (which may share the name)
             train = outputs.split("train")
-            scorer = build_scorer(name, **scorer_options(cfg.ood, name)).fit(
+            options, table = tune(
+                name, scorer_options(cfg.ood, name), str(cfg.ood.tune), train, outputs.splits.get("dev")
+            )
+            if tuning is not None:
+                tuning[name] = {
+                    "mode": str(cfg.ood.tune),
+                    "settings": {k: v for k, v in options.items() if k != "chunk_size"},
+                    "candidates": table,
+                }
+            scorer = build_scorer(name, **options).fit(
                 train.embeddings, train.logits, train.rows["label"].to_numpy(int)
             )
             if save_dir is not None:
@@ -209,12 +228,15 @@ def ood_step(
         step_lock(layout.locks / f"ood-{system}.lock", f"the OOD step of {system}"),
         atomic_dir(target) as tmp,
     ):
-        scores = ood_scores(cfg, outputs, names, save_dir=tmp)
+        tuning: dict = {}
+        scores = ood_scores(cfg, outputs, names, save_dir=tmp, tuning=tuning)
         summary = write_ood_report(
             tmp, scores, frames, {s: preds[s] for s in eval_splits}, outputs.class_names, default
         )
         info = json.loads((tmp / "thresholds.json").read_text())
         info.update(system=system, outputs_id=outputs.outputs_id, class_names=outputs.class_names)
+        for name, record in tuning.items():
+            info["scorers"][name]["tuning"] = record
         (tmp / "thresholds.json").write_text(json.dumps(info, indent=2))
         _reliability_png(tmp / "reliability.png", outputs, info, scores)
         write_manifest(tmp, "ood_step", {"outputs": outputs.outputs_id}, system=system)

@@ -89,6 +89,7 @@ class Scorer:
 
     name: str = "base"
     state_keys: tuple[str, ...] = ()
+    tunable: dict[str, list] = {}  # candidate settings for ood.tune (sourcetracing.ood.tuning)
     needs: tuple[str, ...] = ("embeddings", "logits")  # what the system must export
 
     def fit(self, train_emb: np.ndarray, train_logits: np.ndarray, train_labels: np.ndarray) -> Scorer:
@@ -207,6 +208,7 @@ class KNNScorer(Scorer):
 
     state_keys = ("bank",)
     needs = ("embeddings",)
+    tunable = {"k": [1, 2, 3, 5, 10, 20]}
 
     def __init__(self, k: int = 5, chunk_size: int = 4096):
         self.k = int(k)
@@ -264,6 +266,7 @@ class MahalanobisScorer(Scorer):
 
     state_keys = ("center", "whitening", "means")
     needs = ("embeddings",)
+    tunable = {"reg": [1e-6, 1e-3, 1e-2, 1e-1]}
 
     def __init__(self, chunk_size: int = 4096, reg: float = 1e-6):
         self.chunk_size = int(chunk_size)

@@ -1,0 +1,102 @@
+"""Choosing a scorer's settings (k of k-NN, a temperature) without ever looking at eval.
+
+``ood.tune`` picks how:
+
+- ``none``: the config's settings (``ood.<scorer>``) as they are;
+- ``dev``: every candidate setting (the scorer class's ``tunable`` grid) is fitted on train and the
+  one with the lowest dev EER (ties: the higher dev AUROC) is kept;
+- ``holdout``: training-time hold-out of known systems as pseudo-unseen, so not even dev's unseen
+  systems are looked at: for each known system in turn, the scorer is fitted on the train clips of
+  the *other* known systems minus a fifth of them, and scores the held-out system's clips
+  (pseudo-unseen) against that fifth (pseudo-known); the setting with the best mean AUROC over the
+  held-out systems wins. Only scorers fitted on embeddings can be tuned this way (a logit scorer
+  would need the model retrained without the held-out system); the others keep their settings.
+
+The chosen settings and the table of candidates are recorded in the OOD step's ``thresholds.json``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import numpy as np
+
+from sourcetracing.components import SCORERS
+from sourcetracing.ood.metrics import auroc, eer
+
+MODES = ("none", "dev", "holdout")
+
+
+def candidates(name: str, options: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every combination of the scorer's tunable settings, on top of ``options``."""
+    grid = dict(getattr(SCORERS.get(name), "tunable", {}) or {})
+    if not grid:
+        return [dict(options)]
+    keys = sorted(grid)
+    return [
+        {**options, **dict(zip(keys, values, strict=True))}
+        for values in itertools.product(*(grid[k] for k in keys))
+    ]
+
+
+def _holdout_auroc(
+    name: str, options: dict, emb: np.ndarray, logits, labels: np.ndarray, seed: int = 0
+) -> float:
+    from sourcetracing.ood.scorers import build_scorer
+
+    rng = np.random.default_rng(seed)
+    known_share = rng.random(len(labels)) < 0.2
+    aucs = []
+    for held in np.unique(labels[labels >= 0]):
+        out = labels == held
+        bank = ~out & ~known_share
+        test = out | (known_share & ~out)
+        remaining = np.unique(labels[bank])
+        if len(remaining) < 2 or not (known_share & ~out).any():
+            continue
+        relabel = np.searchsorted(remaining, labels[bank])  # the fitted scorer sees classes 0..K-2
+        bank_logits = None if logits is None else logits[bank]
+        try:
+            scorer = build_scorer(name, **options).fit(emb[bank], bank_logits, relabel)
+        except ValueError:
+            return float("nan")
+        test_logits = None if logits is None else logits[test]
+        scores = scorer.score(emb[test], test_logits)
+        aucs.append(auroc(scores, out[test]))
+    return float(np.nanmean(aucs)) if aucs else float("nan")
+
+
+def tune(name: str, options: dict[str, Any], mode: str, train, dev) -> tuple[dict[str, Any], list[dict]]:
+    """The settings to use for scorer ``name`` and the table of what each candidate scored.
+
+    ``train`` and ``dev`` are :class:`~sourcetracing.systems.outputs.SplitOutputs`; eval is never passed.
+    """
+    from sourcetracing.ood.scorers import build_scorer
+
+    if mode not in MODES:
+        raise ValueError(f"ood.tune must be one of {MODES}, got {mode!r}")
+    grid = candidates(name, options)
+    needs = set(SCORERS.get(name).needs)
+    if mode == "none" or len(grid) == 1 or (mode == "holdout" and "logits" in needs):
+        return dict(options), []
+    labels = train.rows["label"].to_numpy(int)
+    table = []
+    for setting in grid:
+        tuned = {k: v for k, v in setting.items() if k not in options or options[k] != v}
+        if mode == "dev":
+            scorer = build_scorer(name, **setting).fit(train.embeddings, train.logits, labels)
+            s = scorer.score(dev.embeddings, dev.logits)
+            is_ood = dev.is_ood
+            table.append(
+                {**tuned, "dev_eer": eer(s, is_ood)[0], "dev_auroc": auroc(s, is_ood), "_setting": setting}
+            )
+        else:
+            value = _holdout_auroc(name, setting, train.embeddings, train.logits, labels)
+            table.append({**tuned, "holdout_auroc": value, "_setting": setting})
+    if mode == "dev":
+        best = min(table, key=lambda r: (r["dev_eer"], -r["dev_auroc"]))
+    else:
+        best = max(table, key=lambda r: -np.inf if np.isnan(r["holdout_auroc"]) else r["holdout_auroc"])
+    chosen = best["_setting"]
+    return dict(chosen), [{k: v for k, v in r.items() if k != "_setting"} for r in table]
