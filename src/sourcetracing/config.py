@@ -134,6 +134,14 @@ STATIC_DEFAULTS: dict[str, Any] = {
         "jobs": 0,  # parallel audio workers (0 = features.num_workers)
     },
     "trace": {"top_k": 3, "system": "aasist", "scorer": None},
+    "robustness": {
+        # None: every condition of data.transforms.DEFAULT_CONDITIONS; or a list of their names; or a
+        # mapping name -> {transform: <registered transform>, <params> or params: {...}}
+        "conditions": None,
+        "systems": None,  # None: every system with outputs, an OOD step and a model that runs on audio
+        "splits": ["dev", "eval"],  # dev is needed: the per-condition thresholds are fitted on it
+        "seed": 0,  # seeds each clip's draw under each condition (noise segment, RIR, ...)
+    },
 }
 
 # Sections whose keys are free (any name), not checked against the schema.
@@ -162,6 +170,27 @@ def _one_of(*choices: str) -> tuple[Callable[[Any], bool], str]:
 
 def _pair(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
     return lambda v: isinstance(v, list) and len(v) == 2 and all(check(x) for x in v) and v[0] <= v[1]
+
+
+def _names(must_include: str | None = None) -> Callable[[Any], bool]:
+    """A non-empty list of distinct non-empty strings (including ``must_include``)."""
+    return lambda v: (
+        isinstance(v, list)
+        and len(v) > 0
+        and all(isinstance(x, str) and x for x in v)
+        and len(set(v)) == len(v)
+        and (must_include is None or must_include in v)
+    )
+
+
+def _condition_spec(value: Any) -> bool:
+    """A list of condition names, or a mapping name -> {transform: ..., ...} (details checked when built)."""
+    if isinstance(value, dict):
+        return len(value) > 0 and all(
+            isinstance(k, str) and isinstance(v, dict) and isinstance(v.get("transform"), str)
+            for k, v in value.items()
+        )
+    return _names()(value)
 
 
 PRECISIONS = ("float32", "bf16", "fp16", "auto")
@@ -216,6 +245,13 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "mfcc.n_mfcc": _int_at_least(1),
     "mfcc.jobs": _int_at_least(0),
     "trace.top_k": _int_at_least(1),
+    "robustness.conditions": (
+        _condition_spec,
+        "a list of condition names or a mapping name -> {transform: <name>, <parameters>}",
+    ),
+    "robustness.systems": (_names(), "a non-empty list of distinct system names"),
+    "robustness.splits": (_names("dev"), "a list of distinct split names that includes dev"),
+    "robustness.seed": _int_at_least(0),
 }
 
 

@@ -13,6 +13,8 @@
                          scorer_<name>.npz roc_*.png det_*.png manifest.json
         embeddings/      embedding_map.png (and exported per-split files)
       trace/             trace_<run id>.csv
+      robustness/        robustness.csv card.md robustness_eer.png robustness_macro_f1.png
+        <condition>/<system>/outputs/    per-condition outputs (dev, eval) in the file-contract format
       .locks/            one lock file per step
 """
 
@@ -110,6 +112,14 @@ class ExperimentLayout:
     @property
     def locks(self) -> Path:
         return self.root / ".locks"
+
+    @property
+    def robustness(self) -> Path:
+        return self.root / "robustness"
+
+    def robustness_system(self, condition: str, system: str) -> SystemLayout:
+        """A system's folders under one robustness condition (its ``outputs`` follow the file contract)."""
+        return SystemLayout(self.robustness / condition / system)
 
     def system(self, name: str) -> SystemLayout:
         return SystemLayout(self.root / name)
