@@ -19,6 +19,8 @@
 #   7  embeddings and 2-D maps                     scripts/generate_embeddings.py, scripts/plot_embeddings.py
 #   8  summary of every system and scorer          scripts/summarize_results.py
 #   9  trace a few clips                           scripts/trace.py
+#  10  robustness report card (codecs, channels,   scripts/robustness.py
+#      short clips); after the default range: ask for it with --stop-stage 10
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -42,7 +44,7 @@ while [ $# -gt 0 ]; do
     --python) PY=$2; shift 2 ;;
     --force) train_mode="--force"; shift ;;
     --) shift; overrides=("$@"); break ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -106,4 +108,8 @@ if run_stage 9; then
   fi
   # shellcheck disable=SC2086
   $PY scripts/trace.py "${cfg[@]}" $trace_inputs
+fi
+if run_stage 10; then
+  banner 10 "robustness report card: every system under codecs, channels and short clips"
+  $PY scripts/robustness.py "${cfg[@]}"
 fi
