@@ -50,7 +50,10 @@ demo-seeds: install
 # After `make demo`: the demo's robustness card (stage 10), then the same pipeline trained with the
 # codec augmentation version in $(DEMO_EXP)_codec, its card, and the two cards side by side
 # (delta = codec-trained - baseline; the MFCC reference, trained without augmentation, is the control).
-CODEC_OVERRIDES ?= exp_dir=$(DEMO_EXP)_codec 'augment.versions=[original,reverb,noise,music,speech,codec]'
+# The two experiments share one features folder: the condition stores of dev/eval do not depend on
+# the training augmentation, so the second card reuses them (the clean stores differ by their hash).
+CODEC_OVERRIDES ?= exp_dir=$(DEMO_EXP)_codec features.dir=$(DEMO_EXP)/features \
+	'augment.versions=[original,reverb,noise,music,speech,codec]'
 robustness-demo: install
 	PYTHON=$(PY) ./run.sh --config $(DEMO_CONFIG) --stage 10 --stop-stage 10
 	PYTHON=$(PY) ./run.sh --config $(DEMO_CONFIG) --stage 1 --stop-stage 6 -- $(CODEC_OVERRIDES)
