@@ -5,6 +5,7 @@
     exp/<name>/
       config.yaml  label_assignment.txt  label_map.csv  summary.md
       features/<frontend>-<hash>/            the feature store (features.dir overrides the root)
+      features/conditions/<condition>-<frontend>-<hash>/   dev/eval through a channel condition (robustness)
       <system>/                              one folder per system (aasist, ge2e, mfcc, fusion, ...)
         trained_models/  best.pt last.pt metrics.csv curves.png      (systems that train)
         outputs/         meta.json {train,dev,eval}.tsv {train,dev,eval}.npz   (the file contract)

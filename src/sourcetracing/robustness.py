@@ -701,7 +701,7 @@ def compare(base: str | Path, other: str | Path, split: str = "eval") -> pd.Data
     merged = a.merge(b, on=["condition", "system"], suffixes=("_base", "_other"), how="inner", sort=False)
     if merged.empty:
         raise DataError(f"{base} and {other} share no condition x system rows")
-    out = merged[["condition", "system"]].copy()
+    out = merged[["condition", "system", "scorer_base", "scorer_other"]].copy()  # each chose its own on dev
     for metric in ("eer", "hter_clean", "macro_f1"):
         out[f"{metric}_base"] = merged[f"{metric}_base"]
         out[f"{metric}_other"] = merged[f"{metric}_other"]
