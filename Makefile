@@ -6,7 +6,7 @@ DEMO_CONFIG ?= configs/demo.yaml
 DEMO_DATA ?= data/demo
 DEMO_EXP ?= exp/demo
 
-.PHONY: install test test-fast lint demo demo-seeds demo-corpus clean-demo benchmarks gpu-check
+.PHONY: install test test-fast lint demo demo-seeds demo-corpus clean-demo benchmarks gpu-check robustness-demo
 
 $(VENV)/.installed: requirements.txt requirements-demo.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,8 +47,21 @@ demo-seeds: install
 	for s in $(SEEDS); do PYTHON=$(PY) ./run.sh --config $(DEMO_CONFIG) --stage 1 --stop-stage 10 -- seed=$$s exp_dir=$(DEMO_EXP)_s$$s || exit 1; done
 	$(PY) scripts/summarize_results.py --exp $(foreach s,$(SEEDS),$(DEMO_EXP)_s$(s)) --out $(DEMO_EXP)_seeds.md
 
+# After `make demo`: the demo's robustness card (stage 12), then the same pipeline trained with the
+# codec augmentation version in $(DEMO_EXP)_codec, its card, and the two cards side by side
+# (delta = codec-trained - baseline; the MFCC reference, trained without augmentation, is the control).
+# The two experiments share one features folder: the condition stores of dev/eval do not depend on
+# the training augmentation, so the second card reuses them (the clean stores differ by their hash).
+CODEC_OVERRIDES ?= exp_dir=$(DEMO_EXP)_codec features.dir=$(DEMO_EXP)/features \
+	'augment.versions=[original,reverb,noise,music,speech,codec]'
+robustness-demo: install
+	PYTHON=$(PY) ./run.sh --config $(DEMO_CONFIG) --stage 12 --stop-stage 12
+	PYTHON=$(PY) ./run.sh --config $(DEMO_CONFIG) --stage 1 --stop-stage 7 -- $(CODEC_OVERRIDES)
+	PYTHON=$(PY) ./run.sh --config $(DEMO_CONFIG) --stage 12 --stop-stage 12 -- $(CODEC_OVERRIDES)
+	$(PY) scripts/robustness.py --compare $(DEMO_EXP) $(DEMO_EXP)_codec | tee $(DEMO_EXP)_codec/robustness/compare.txt
+
 clean-demo:
-	rm -rf $(DEMO_DATA) $(DEMO_EXP)
+	rm -rf $(DEMO_DATA) $(DEMO_EXP) $(DEMO_EXP)_codec
 
 benchmarks: install
 	$(PY) scripts/benchmark.py extract

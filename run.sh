@@ -21,6 +21,8 @@
 #   9  embeddings and 2-D maps                     scripts/generate_embeddings.py, scripts/plot_embeddings.py
 #  10  summary of every system and scorer          scripts/summarize_results.py
 #  11  trace a few clips                           scripts/trace.py
+#  12  robustness report card (codecs, channels,   scripts/robustness.py
+#      short clips); after the default range: ask for it with --stop-stage 12
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -116,4 +118,8 @@ if run_stage 11; then
   fi
   # shellcheck disable=SC2086
   $PY scripts/trace.py "${cfg[@]}" $trace_inputs
+fi
+if run_stage 12; then
+  banner 12 "robustness report card: every system under codecs, channels and short clips"
+  $PY scripts/robustness.py "${cfg[@]}"
 fi

@@ -22,6 +22,7 @@ from sourcetracing.data.augment import (
     version_rng,
 )
 from sourcetracing.data.check import augmentation_problems
+from sourcetracing.errors import ConfigError
 
 SR = 16000
 MARKERS = {"noise": 500.0, "music": 1500.0, "speech": 3000.0}  # one pure tone per MUSAN category
@@ -214,7 +215,9 @@ def test_check_accepts_the_codec_version_without_corpora(tmp_path):
     missing = [f"augment.musan={tmp_path / 'no-musan'}", f"augment.rirs={tmp_path / 'no-rirs'}"]
     cfg = load_config(None, [*missing, "augment.versions=[original, codec]"])
     assert augmentation_problems(cfg) == []
-    cfg = load_config(None, [*missing, "augment.versions=[original, codec, chorus, noise]"])
+    cfg = load_config(None, [*missing, "augment.versions=[original, codec, noise]"])
     problems = augmentation_problems(cfg)
     assert any("needs audio files" in p and "no-musan" in p for p in problems)
-    assert any("unknown augmentation version(s) ['chorus']" in p and "codec" in p for p in problems)
+    # an unknown version is a config error, before any data is looked at
+    with pytest.raises(ConfigError, match=r"unknown augmentation version\(s\) \['chorus'\]; known: .*codec"):
+        load_config(None, [*missing, "augment.versions=[original, codec, chorus]"])

@@ -11,6 +11,7 @@ import pytest
 from test_judge import write_outputs
 
 from sourcetracing.config import load_config
+from sourcetracing.errors import DataError
 from sourcetracing.judge import judge_system
 from sourcetracing.systems.fusion import export_fusion, out_of_fold_scores
 from sourcetracing.systems.outputs import SystemOutputs
@@ -78,29 +79,39 @@ def test_out_of_fold_scores_never_see_their_unseen_system(monkeypatch) -> None:
     assert single.shape == (50,)
 
 
-def test_stats_system_with_lda_projection(tmp_path) -> None:
+def test_stats_system_with_lda_projection_and_augmented_train_copies(tmp_path) -> None:
     from test_reference import _corpus
 
     from sourcetracing.systems.stats import export_stats
 
     root = tmp_path / "data"
     proto = _corpus(root, np.random.default_rng(0))
-    cfg = load_config(
-        None,
-        [
-            f"exp_dir={tmp_path / 'exp'}",
-            f"data.root={root}",
-            f"data.protocols={proto}",
-            "ood.knn.k=3",
-            "stats.jobs=1",
-        ],
-    )
+    base = [
+        f"exp_dir={tmp_path / 'exp'}",
+        f"data.root={root}",
+        f"data.protocols={proto}",
+        "ood.knn.k=3",
+        "stats.jobs=1",
+    ]
+    with pytest.raises(DataError, match="needs audio files under"):  # no MUSAN / RIRS folder: one clear error
+        export_stats(load_config(None, base))
+    cfg = load_config(None, [*base, "stats.augment=[codec]"])  # the codec version needs no corpus
     export_stats(cfg)
     outputs = SystemOutputs.read(tmp_path / "exp" / "stats" / "outputs")
-    assert outputs.split("train").embeddings.shape[1] == 2  # K - 1 discriminant directions for 3 systems
-    names = json.loads((tmp_path / "exp" / "stats" / "outputs" / "meta.json").read_text())["settings"][
-        "groups"
-    ]
-    assert names == ["mfcc", "prosody", "spectrum"]
+    train = outputs.split("train")
+    assert train.embeddings.shape[1] == 2  # K - 1 discriminant directions for 3 systems
+    assert len(train.rows) == 2 * 18 and set(train.rows["version"]) == {"original", "codec"}
+    assert len(outputs.split("eval").rows) == 20 and "version" not in outputs.split("eval").rows
+    settings = json.loads((tmp_path / "exp" / "stats" / "outputs" / "meta.json").read_text())["settings"]
+    assert settings["groups"] == ["mfcc", "prosody", "spectrum"] and settings["augment"] == ["codec"]
     results, summary = judge_system(cfg, "stats")
     assert results["eval"]["accuracy"] >= 0.9
+    # the saved model gives the exported numbers again (what robustness and tracing apply to new audio)
+    from sourcetracing.systems.mfcc import ReferenceModel, model_path, split_features
+
+    model = ReferenceModel.load(model_path(cfg, "stats"))
+    dev = outputs.split("dev")
+    from sourcetracing.data.protocols import prepare_splits
+
+    x, kept, _ = split_features(prepare_splits(cfg)[0]["dev"], root, model.settings, 1)
+    np.testing.assert_allclose(model.apply(x)[0], dev.embeddings, rtol=1e-5, atol=1e-5)

@@ -15,7 +15,9 @@ def _split(rng, n_per: int, systems: list[int], spread: float = 1.0) -> SplitOut
     labels = np.repeat(systems, n_per)
     centres = {s: np.eye(12)[s % 12] * 6 for s in set(systems)}
     emb = np.stack([centres[s] + rng.normal(0, spread, 12) for s in labels])
-    rows = pd.DataFrame({"clip_id": [f"c{i}" for i in range(len(labels))], "model_name": [f"s{s}" for s in labels]})
+    rows = pd.DataFrame(
+        {"clip_id": [f"c{i}" for i in range(len(labels))], "model_name": [f"s{s}" for s in labels]}
+    )
     rows["label"] = np.where(labels < 6, labels, -1)
     rows["known"] = rows["label"] >= 0
     return SplitOutputs(rows, embeddings=emb, logits=rng.normal(size=(len(labels), 6)))

@@ -137,6 +137,7 @@ STATIC_DEFAULTS: dict[str, Any] = {
     "stats": {
         "features": ["mfcc", "prosody", "spectrum"],  # groups of sourcetracing.systems.utterance_features
         "projection": "lda",  # lda (shrinkage LDA on the known systems) | none
+        "augment": ["reverb", "noise", "music", "speech", "codec"],  # train copies (augment.* settings)
         "n_mfcc": 20,
         "crop": False,
         "jobs": 0,
@@ -146,6 +147,14 @@ STATIC_DEFAULTS: dict[str, Any] = {
         "max_members": 4,
     },
     "trace": {"top_k": 3, "system": "aasist", "scorer": None},
+    "robustness": {
+        # None: every condition of data.transforms.DEFAULT_CONDITIONS; or a list of their names; or a
+        # mapping name -> {transform: <registered transform>, <params> or params: {...}}
+        "conditions": None,
+        "systems": None,  # None: every system with outputs, an OOD step and a model that runs on audio
+        "splits": ["dev", "eval"],  # dev is needed: the per-condition thresholds are fitted on it
+        "seed": 0,  # seeds each clip's draw under each condition (noise segment, RIR, ...)
+    },
 }
 
 # Sections whose keys are free (any name), not checked against the schema.
@@ -174,6 +183,27 @@ def _one_of(*choices: str) -> tuple[Callable[[Any], bool], str]:
 
 def _pair(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
     return lambda v: isinstance(v, list) and len(v) == 2 and all(check(x) for x in v) and v[0] <= v[1]
+
+
+def _names(must_include: str | None = None) -> Callable[[Any], bool]:
+    """A non-empty list of distinct non-empty strings (including ``must_include``)."""
+    return lambda v: (
+        isinstance(v, list)
+        and len(v) > 0
+        and all(isinstance(x, str) and x for x in v)
+        and len(set(v)) == len(v)
+        and (must_include is None or must_include in v)
+    )
+
+
+def _condition_spec(value: Any) -> bool:
+    """A list of condition names, or a mapping name -> {transform: ..., ...} (details checked when built)."""
+    if isinstance(value, dict):
+        return len(value) > 0 and all(
+            isinstance(k, str) and isinstance(v, dict) and isinstance(v.get("transform"), str)
+            for k, v in value.items()
+        )
+    return _names()(value)
 
 
 PRECISIONS = ("float32", "bf16", "fp16", "auto")
@@ -233,6 +263,13 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "stats.jobs": _int_at_least(0),
     "fusion.max_members": _int_at_least(1),
     "trace.top_k": _int_at_least(1),
+    "robustness.conditions": (
+        _condition_spec,
+        "a list of condition names or a mapping name -> {transform: <name>, <parameters>}",
+    ),
+    "robustness.systems": (_names(), "a non-empty list of distinct system names"),
+    "robustness.splits": (_names("dev"), "a list of distinct split names that includes dev"),
+    "robustness.seed": _int_at_least(0),
 }
 
 
@@ -364,6 +401,15 @@ def _validate(cfg: dict) -> None:
         raise ConfigError(
             f"ood.default '{default}' is not among ood.scorers {cfg['ood']['scorers']} (or use auto)"
         )
+    from sourcetracing.data.augment import VERSION_IDS
+
+    for key in ("augment.versions", "stats.augment"):
+        section, name = key.split(".")
+        unknown = [v for v in cfg[section][name] if v not in VERSION_IDS]
+        if unknown:
+            raise ConfigError(
+                f"{key}: unknown augmentation version(s) {unknown}; known: {', '.join(VERSION_IDS)}"
+            )
     if "train" not in cfg["data"]["splits"]:
         raise ConfigError("data.splits must name a 'train' split (the label map comes from it)")
 

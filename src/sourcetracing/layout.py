@@ -7,6 +7,7 @@
       key.tsv                                the evaluation key (scripts/write_key.py)
       enrolled.json                          systems enrolled without retraining (scripts/enroll.py)
       features/<frontend>-<hash>/            the feature store (features.dir overrides the root)
+      features/conditions/<condition>-<frontend>-<hash>/   dev/eval through a channel condition (robustness)
       <system>/                              one folder per system (aasist, ge2e, mfcc, fusion, ...)
         trained_models/  best.pt last.pt metrics.csv curves.png      (systems that train)
         outputs/         meta.json {train,dev,eval}.tsv {train,dev,eval}.npz   (the file contract)
@@ -17,6 +18,8 @@
         enrolled/        <name>-<digest>.npz: embeddings of each enrolled system's clips
         enrolment/       enrolment.csv enrolment_curve.png (scripts/enroll.py --measure)
       trace/             trace_<run id>.csv
+      robustness/        robustness.csv card.md robustness_eer.png robustness_macro_f1.png
+        <condition>/<system>/outputs/    per-condition outputs (dev, eval) in the file-contract format
       .locks/            one lock file per step
 """
 
@@ -132,6 +135,14 @@ class ExperimentLayout:
     @property
     def locks(self) -> Path:
         return self.root / ".locks"
+
+    @property
+    def robustness(self) -> Path:
+        return self.root / "robustness"
+
+    def robustness_system(self, condition: str, system: str) -> SystemLayout:
+        """A system's folders under one robustness condition (its ``outputs`` follow the file contract)."""
+        return SystemLayout(self.robustness / condition / system)
 
     def system(self, name: str) -> SystemLayout:
         return SystemLayout(self.root / name)

@@ -28,6 +28,7 @@ import numpy as np
 from scipy.signal import fftconvolve
 
 from sourcetracing.data.audio import AudioError, audio_info, crop_or_pad, load_audio
+from sourcetracing.errors import DataError
 
 # Stable stream ids: the random draws of a version do not depend on the order of the version list.
 # Append new versions with a new id; never renumber (stored features would silently change).
@@ -48,7 +49,7 @@ DEFAULT_CODEC_CHOICES: dict[str, dict[str, tuple[float, ...]]] = {
 }
 
 
-class AugmentError(RuntimeError):
+class AugmentError(DataError):
     """Augmentation cannot run (missing corpus, unusable files)."""
 
 

@@ -34,6 +34,9 @@ from sourcetracing.data.augment import Augmenter, mix_at_snr, reverberate
 Transform = Callable[..., np.ndarray]
 TRANSFORMS: dict[str, Transform] = {}
 CONDITION_STREAM = 200  # seeds condition generators apart from the augmentation streams
+# Bumped whenever a transform's output changes in code: it enters the hash of feature stores made
+# under conditions (robustness), so a store made by older transform code is never reused silently.
+TRANSFORM_RECIPE = 1
 
 # libsndfile's encoders accept these input rates; other rates are resampled to the next one up.
 MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)

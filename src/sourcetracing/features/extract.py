@@ -15,6 +15,11 @@ store's ``meta.json`` (its completeness marker) is withdrawn, so a run killed mi
 that reads as unfinished, never an old index over new shard arrays. Unusable clips go to
 ``skipped.csv`` with the reason; a split with too many of them stops the step before the index is
 written, naming a file that lists them.
+
+With a :class:`~sourcetracing.features.store.StoreCondition` the same path builds a condition
+store: only the condition's splits, each clip decoded, passed through the condition (seeded per
+clip), then cropped deterministically and stored as the ``original`` version; a clip the condition
+cannot process is skipped with reason ``transform_failed``.
 """
 
 from __future__ import annotations
@@ -34,13 +39,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from sourcetracing.config import Config, config_hash, resolve_device
 from sourcetracing.data.audio import AudioError, clip_samples, crop_or_pad, load_audio
-from sourcetracing.data.augment import VERSION_IDS, Augmenter, crop_rng, list_audio_files
+from sourcetracing.data.augment import VERSION_IDS, Augmenter, AugmentError, crop_rng, list_audio_files
 from sourcetracing.data.protocols import prepare_splits, protocol_digest, split_summary
 from sourcetracing.distributed import DistInfo, barrier, die_with_parent, init_distributed, rank_device
-from sourcetracing.errors import DataError
+from sourcetracing.errors import ConfigError, DataError
 from sourcetracing.features.frontends import FrontEnd, build_frontend
 from sourcetracing.features.store import (
     SKIPPED_COLUMNS,
+    StoreCondition,
     clean_shard_leftovers,
     finalize_store,
     mark_unfinished,
@@ -120,14 +126,17 @@ def augmentation_sources(cfg: Config) -> str:
     return data_digest(listing)
 
 
-def plan_shards(cfg: Config, splits: dict[str, pd.DataFrame]) -> list[ShardPlan]:
+def plan_shards(
+    cfg: Config, splits: dict[str, pd.DataFrame], condition: StoreCondition | None = None
+) -> list[ShardPlan]:
     """The global, ordered list of shards (splits in config order, clips in protocol order), fingerprinted."""
-    settings = config_hash(store_settings(cfg))
+    settings = config_hash(store_settings(cfg, condition))
     root = Path(cfg.data.root)
     sources = None
     plans = []
     for split, df in splits.items():
-        versions = split_versions(cfg, split)
+        versions = ["original"] if condition is not None else split_versions(cfg, split)
+        random_crop = split == "train" and condition is None
         augmented = versions != ["original"]
         if augmented and sources is None:
             sources = augmentation_sources(cfg)
@@ -140,9 +149,9 @@ def plan_shards(cfg: Config, splits: dict[str, pd.DataFrame]) -> list[ShardPlan]
             ]
             name = f"{split}-{k:05d}"
             fingerprint = data_digest(
-                [settings, name, versions, split == "train", stamps, sources if augmented else None]
+                [settings, name, versions, random_crop, stamps, sources if augmented else None]
             )
-            plans.append(ShardPlan(name, split, clips, versions, split == "train", fingerprint))
+            plans.append(ShardPlan(name, split, clips, versions, random_crop, fingerprint))
     return plans
 
 
@@ -167,6 +176,7 @@ class ClipDataset(Dataset):
         num_samples: int,
         seed: int,
         min_len_s: float = 0.0,
+        condition: StoreCondition | None = None,
     ):
         self.jobs = jobs
         self.augmenter = augmenter
@@ -174,6 +184,7 @@ class ClipDataset(Dataset):
         self.num_samples = num_samples
         self.seed = seed
         self.min_len_s = min_len_s
+        self.condition = condition
 
     def __len__(self) -> int:
         return len(self.jobs)
@@ -184,6 +195,13 @@ class ClipDataset(Dataset):
             wave = load_audio(job.path, self.sample_rate, min_len_s=self.min_len_s)
         except AudioError as err:
             return i, None, err.reason, err.detail
+        if self.condition is not None:
+            from sourcetracing.data.transforms import TransformError
+
+            try:
+                wave = self.condition.apply(wave, self.sample_rate, job.clip_id)
+            except (TransformError, AugmentError, AudioError) as err:
+                return i, None, "transform_failed", f"{self.condition.name}: {err}"
         rng = crop_rng(self.seed, job.clip_id) if job.random_crop else None
         clean = crop_or_pad(wave, self.num_samples, rng)
         waves = self.augmenter.make_versions(clean, list(job.versions), self.seed, job.clip_id)
@@ -305,6 +323,7 @@ def _extract_shards(
     device: torch.device,
     split_sizes: dict[str, int],
     info: DistInfo,
+    condition: StoreCondition | None = None,
 ) -> ExtractionStats:
     """Compute and write the given shards on this rank; returns how many clips and rows took how long."""
     sample_rate = int(cfg.data.sample_rate)
@@ -323,8 +342,9 @@ def _extract_shards(
     for s in [s for s, plan in enumerate(plans) if len(plan.clips) == 0]:
         writer.submit(_write, directory, states.pop(s), shape)
     dataset = ClipDataset(
-        jobs, Augmenter.from_config(cfg), sample_rate, num_samples, int(cfg.seed), float(cfg.data.min_len_s)
-    )
+        jobs, Augmenter.from_config(cfg), sample_rate, num_samples, int(cfg.seed), float(cfg.data.min_len_s),
+        condition,
+    )  # fmt: skip
     workers = int(cfg.features.num_workers)
     loader = DataLoader(
         dataset,
@@ -400,6 +420,7 @@ def _finalize(
     directory: Path,
     splits: dict[str, pd.DataFrame],
     shape: tuple[int, int],
+    condition: StoreCondition | None = None,
 ) -> dict:
     """Check completeness and bad-clip fractions, then merge the index and write meta.json."""
     missing = [p.name for p in plans if shard_fingerprint(directory, p.name) != p.fingerprint]
@@ -429,7 +450,7 @@ def _finalize(
             + "; ".join(problems)
             + f". The clips and reasons are listed in {listing}. Fix the data or raise data.max_bad_fraction."
         )
-    settings = store_settings(cfg)
+    settings = store_settings(cfg, condition)
     annotated = pd.concat(list(splits.values()), ignore_index=True)
     meta = {
         "frontend": settings["frontend"],
@@ -439,7 +460,9 @@ def _finalize(
         "settings": settings,
         "sample_rate": int(cfg.data.sample_rate),
         "num_samples": clip_samples(cfg),
-        "versions": {split: split_versions(cfg, split) for split in splits},
+        "versions": {
+            split: ["original"] if condition is not None else split_versions(cfg, split) for split in splits
+        },
         "protocols": {split: protocol_digest(df) for split, df in splits.items()},
         "counts": counts,
     }
@@ -463,25 +486,35 @@ def summary_table(meta: dict) -> pd.DataFrame:
     return table[["clips", "stored_clips", "rows", "skipped", "skipped_reasons"]]
 
 
-def run_extraction(cfg: Config, info: DistInfo | None = None, stats: list | None = None) -> Path:
+def run_extraction(
+    cfg: Config,
+    info: DistInfo | None = None,
+    condition: StoreCondition | None = None,
+    stats: list | None = None,
+) -> Path:
     """Build (or bring up to date) the feature store of ``cfg`` for all splits; returns its folder.
 
-    Under ``torchrun`` each rank computes its shards and rank 0 finalizes the merged index.
-    ``stats``, when given, receives this rank's :class:`ExtractionStats` (nothing when every shard
-    was up to date).
+    With ``condition``: the condition store of its splits. Under ``torchrun`` each rank computes
+    its shards and rank 0 finalizes the merged index. ``stats``, when given, receives this rank's
+    :class:`ExtractionStats` (nothing when every shard was up to date).
     """
     device = resolve_device(cfg.device)
     info = info if info is not None else init_distributed(device)
     device = rank_device(device, info)
     splits, _ = prepare_splits(cfg)
-    directory = store_dir(cfg)
+    if condition is not None:
+        unknown = [s for s in condition.splits if s not in splits]
+        if unknown:
+            raise ConfigError(f"splits {unknown} are not among data.splits ({', '.join(splits)})")
+        splits = {s: splits[s] for s in condition.splits}
+    directory = store_dir(cfg, condition)
     directory.mkdir(parents=True, exist_ok=True)
     lock = step_lock(directory / ".lock", f"the feature store {directory}") if info.is_main else None
     if lock is not None:
         lock.__enter__()
     try:
         barrier(info)
-        plans = plan_shards(cfg, splits)
+        plans = plan_shards(cfg, splits, condition)
         if info.is_main:
             clean_shard_leftovers(directory)
             if any(shard_fingerprint(directory, p.name) != p.fingerprint for p in plans):
@@ -489,14 +522,14 @@ def run_extraction(cfg: Config, info: DistInfo | None = None, stats: list | None
         barrier(info)
         mine = [p for k, p in enumerate(plans) if k % info.world_size == info.rank]
         todo = [p for p in mine if shard_fingerprint(directory, p.name) != p.fingerprint]
-        if info.is_main:
+        if info.is_main and condition is None:
             who = f"rank 0 of {info.world_size}" if info.enabled else "this run"
             print(
                 f"feature store {directory}: {len(plans)} shard(s); {who} computes {len(todo)} of {len(mine)} (the rest are up to date)"
             )
         if todo:
             split_sizes = {s: len(df) for s, df in splits.items()}
-            done = _extract_shards(cfg, todo, directory, device, split_sizes, info)
+            done = _extract_shards(cfg, todo, directory, device, split_sizes, info, condition)
             if stats is not None:
                 stats.append(done)
             if info.is_main:
@@ -507,12 +540,18 @@ def run_extraction(cfg: Config, info: DistInfo | None = None, stats: list | None
         barrier(info)
         if info.is_main:
             frontend_shape = _store_shape(cfg, directory, plans)
-            meta = _finalize(cfg, plans, directory, splits, frontend_shape)
-            print(summary_table(meta).to_string())
-            print(
-                f"feature store written: {directory} ({meta['rows']} rows of {meta['shape'][0]}x{meta['shape'][1]} "
-                f"float16, {meta['skipped']} clip(s) skipped -> skipped.csv)"
-            )
+            meta = _finalize(cfg, plans, directory, splits, frontend_shape, condition)
+            if condition is None:
+                print(summary_table(meta).to_string())
+                print(
+                    f"feature store written: {directory} ({meta['rows']} rows of {meta['shape'][0]}x{meta['shape'][1]} "
+                    f"float16, {meta['skipped']} clip(s) skipped -> skipped.csv)"
+                )
+            else:
+                print(
+                    f"condition '{condition.name}': {len(todo)} of {len(mine)} shard(s) computed here, "
+                    f"{meta['rows']} rows, {meta['skipped']} clip(s) skipped -> {directory}"
+                )
         barrier(info)
     finally:
         if lock is not None:

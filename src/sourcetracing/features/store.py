@@ -15,6 +15,11 @@ modification times, crop and augmentation settings, the seed, the augmentation c
 the system labels: a rerun reuses a shard only when its features would be identical, and the index
 is rebuilt from the current protocols every time, so a relabelled or renamed system never leaves
 a stale label behind.
+
+A *condition store* (:class:`StoreCondition`) holds some splits (dev, eval) with every clip passed
+through a channel condition (a codec, noise, a short clip, ...) before its deterministic crop, in
+the same format, under ``<features root>/conditions/<condition>-<frontend>-<hash>/``; its hash
+covers the front end, crop settings and the condition's transform, parameters, seed and splits.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -49,6 +56,8 @@ INDEX_COLUMNS = [
 SHARD_COLUMNS = ["clip_id", "split", "version", "row"]
 SKIPPED_COLUMNS = ["split", "clip_id", "path", "reason", "detail"]
 FLOAT16_MAX = float(np.finfo(np.float16).max)
+CONDITIONS_DIR = "conditions"  # condition stores, inside the features root
+CORPUS_PARAMS = ("musan", "rirs")  # transform parameters naming a corpus folder (hashed by content listing)
 
 
 def to_store_dtype(features):
@@ -62,26 +71,81 @@ class MissingFeaturesError(MissingInputError):
     """The feature store an experiment needs has not been built yet."""
 
 
-def store_settings(cfg: Config) -> dict:
-    """Everything that changes the stored features, apart from the clips themselves; its hash names the folder."""
+def corpus_digest(folder: str | Path) -> str:
+    """A digest of the audio files under a folder (relative names and sizes), so moving it changes nothing."""
+    from sourcetracing.data.augment import list_audio_files
+
+    root = Path(folder)
+    return data_digest([[os.path.relpath(f, root), os.path.getsize(f)] for f in list_audio_files(str(root))])
+
+
+@dataclass(frozen=True)
+class StoreCondition:
+    """A channel condition applied to every clip of ``splits`` before its crop (a condition store).
+
+    ``condition`` is a :class:`sourcetracing.data.transforms.Condition`; each clip's random draws
+    (noise segment, RIR, ...) come from ``condition_rng(seed, clip_id, condition name)``.
+    """
+
+    condition: Any
+    seed: int
+    splits: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return str(self.condition.name)
+
+    def apply(self, wave: np.ndarray, sample_rate: int, clip_id: str) -> np.ndarray:
+        """The clip through the condition, seeded per clip and condition."""
+        from sourcetracing.data.transforms import condition_rng
+
+        return self.condition(wave, sample_rate, condition_rng(self.seed, clip_id, self.name))
+
+    def settings(self) -> dict:
+        """Plain data of everything the transformed audio depends on (corpus folders by their file listing)."""
+        from sourcetracing.data.transforms import TRANSFORM_RECIPE
+
+        params = {
+            k: corpus_digest(v) if k in CORPUS_PARAMS else v for k, v in sorted(self.condition.params.items())
+        }
+        return {
+            "name": self.name,
+            "transform": self.condition.transform,
+            "params": params,
+            "seed": int(self.seed),
+            "splits": list(self.splits),
+            "recipe": TRANSFORM_RECIPE,
+        }
+
+
+def store_settings(cfg: Config, condition: StoreCondition | None = None) -> dict:
+    """Everything that changes the stored features, apart from the clips themselves; its hash names the folder.
+
+    A condition store stores no augmented versions: its settings are the front end, the crop and
+    the condition's.
+    """
     from sourcetracing.data.augment import AUGMENT_RECIPE
     from sourcetracing.features.frontends import frontend_settings
 
-    augment = {k: v for k, v in cfg.augment.items() if k not in ("musan", "rirs")}
-    augment["recipe"] = AUGMENT_RECIPE
-    return {
+    audio = {
         "frontend": frontend_settings(cfg.frontend),
         "sample_rate": int(cfg.data.sample_rate),
         "max_len_s": float(cfg.data.max_len_s),
         "min_len_s": float(cfg.data.min_len_s),
-        "augment": augment,
-        "seed": int(cfg.seed),
     }
+    if condition is not None:
+        return {**audio, "condition": condition.settings()}
+    augment = {k: v for k, v in cfg.augment.items() if k not in ("musan", "rirs")}
+    augment["recipe"] = AUGMENT_RECIPE
+    return {**audio, "augment": augment, "seed": int(cfg.seed)}
 
 
-def store_dir(cfg: Config) -> Path:
-    """The folder of the store that matches this config's front-end, audio and augmentation settings."""
-    return ExperimentLayout.of(cfg).features_root / f"{cfg.frontend.name}-{config_hash(store_settings(cfg))}"
+def store_dir(cfg: Config, condition: StoreCondition | None = None) -> Path:
+    """The folder of the store that matches this config's front-end, audio and augmentation settings
+    (or, with ``condition``, of the condition store)."""
+    root = ExperimentLayout.of(cfg).features_root
+    name = f"{cfg.frontend.name}-{config_hash(store_settings(cfg, condition))}"
+    return root / name if condition is None else root / CONDITIONS_DIR / f"{condition.name}-{name}"
 
 
 def _atomic_write(path: Path, write) -> None:

@@ -1,19 +1,34 @@
-"""The MFCC reference system: utterance statistics of MFCCs, standardised, plus a logistic regression.
+"""Utterance-statistics systems: the MFCC reference (``mfcc``) and the statistics system (``stats``).
 
-Each clean clip is summarised by the mean and standard deviation over time of ``mfcc.n_mfcc``
-MFCCs and their deltas (``4 * n_mfcc`` numbers), computed on the **whole clip** by default
-(``mfcc.crop: false``; wrap-padding a short clip to 4 s repeats content and distorts the
-statistics), or on the same 4 s crop the feature store uses (``crop: true``). A standardiser is
-fitted on train; the exported *embeddings* are the standardised statistics and the *logits* the
-log-probabilities of a multinomial logistic regression trained on train. Every applicable OOD
-scorer (k-NN cosine, Mahalanobis, centroid, MSP, ...) then judges it like any other system, and
-``ood.default: auto`` picks its best scorer on dev.
+Both summarise each clip by utterance-level statistics (:mod:`sourcetracing.systems.utterance_features`)
+computed on the **whole clip** by default (``crop: false``; wrap-padding a short clip to 4 s repeats
+content and distorts the statistics), or on the same 4 s crop the feature store uses (``crop: true``),
+fit a standardiser, an optional discriminant projection and a multinomial logistic regression on
+train, and export the (projected) statistics as *embeddings* and the log-probabilities as *logits*;
+every applicable OOD scorer then judges them like any other system.
 
-    python scripts/reference_baseline.py --config configs/demo.yaml
+- ``mfcc`` (the reference, ``mfcc`` config section): MFCC means and spread only, no projection, no
+  augmentation: a strong but plain baseline (standardised statistics + k-NN cosine, Mahalanobis,
+  ...), reported with the scorer chosen on dev.
+- ``stats`` (``stats`` section): MFCC, prosody and long-term-spectrum statistics, a shrinkage LDA on
+  the known systems, and (``augment``) the statistics of augmented copies of the train clips (the
+  feature store's versions: reverb, noise, music, babble, codec) in the fit and in the reference
+  bank, so that a degraded channel does not look like an unseen system.
+
+The fitted standardiser, projection and regression are saved as plain arrays in
+``<exp>/<system>/trained_models/reference.npz`` (:class:`ReferenceModel`) with the statistics'
+settings and the class names; the outputs record its digest. The export itself goes through the
+saved model, so applying it to new (or transformed) audio gives exactly the exported numbers.
+
+    python scripts/reference_baseline.py --config configs/demo.yaml   # mfcc
+    python scripts/stats_system.py --config configs/demo_hard.yaml   # stats
 """
 
 from __future__ import annotations
 
+import json
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,15 +36,123 @@ import pandas as pd
 
 from sourcetracing.config import Config
 from sourcetracing.data.protocols import prepare_splits, protocol_digest
-from sourcetracing.errors import DataError
+from sourcetracing.errors import DataError, MissingInputError
+from sourcetracing.features.store import StoreCondition
 from sourcetracing.layout import ExperimentLayout
 from sourcetracing.progress import progress
-from sourcetracing.provenance import data_digest, step_lock
+from sourcetracing.provenance import data_digest, file_digest, step_lock
 from sourcetracing.systems.export import output_rows, record_pass
 from sourcetracing.systems.outputs import SplitOutputs, SystemOutputs
 from sourcetracing.systems.utterance_features import clip_statistics
 
 SYSTEM = "mfcc"
+MODEL_FILE = "reference.npz"  # in <exp>/<system>/trained_models/
+PROJECTIONS = ("none", "lda")
+
+
+def model_path(cfg: Config, system: str = SYSTEM) -> Path:
+    """Where the fitted model of a statistics system of this experiment is saved."""
+    return ExperimentLayout.of(cfg).system(system).models / MODEL_FILE
+
+
+@dataclass
+class ReferenceModel:
+    """Standardiser, optional linear projection and multinomial logistic regression, as plain arrays.
+
+    ``apply(x)`` gives ``(embeddings, logits)``: the standardised (then projected) statistics and
+    the clipped log-probabilities (-30 for a class the regression never saw), through
+    scikit-learn's own ``transform`` and ``predict_proba`` on objects rebuilt from the arrays.
+    """
+
+    mean: np.ndarray
+    scale: np.ndarray
+    var: np.ndarray
+    n_samples_seen: int
+    coef: np.ndarray
+    intercept: np.ndarray
+    classes: np.ndarray
+    class_names: list[str]
+    settings: dict
+    proj_mean: np.ndarray | None = None  # projection: (z - proj_mean) @ proj_matrix
+    proj_matrix: np.ndarray | None = None
+
+    @classmethod
+    def fit(cls, x: np.ndarray, y: np.ndarray, class_names: list[str], settings: dict) -> ReferenceModel:
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.preprocessing import StandardScaler
+
+        projection = settings.get("projection", "none")
+        if projection not in PROJECTIONS:
+            raise DataError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
+        scaler = StandardScaler().fit(x)
+        z = scaler.transform(x)
+        proj_mean = proj_matrix = None
+        if projection == "lda":
+            from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+            k = len(np.unique(y))
+            lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage="auto").fit(z, y)
+            # the eigen solver's transform is z @ scalings_ (no centring); keep one form for both
+            proj_mean = getattr(lda, "xbar_", np.zeros(z.shape[1]))
+            proj_matrix = lda.scalings_[:, : min(k - 1, z.shape[1])]
+            z = (z - proj_mean) @ proj_matrix
+        clf = LogisticRegression(max_iter=3000).fit(z, y)
+        return cls(
+            scaler.mean_, scaler.scale_, scaler.var_, int(scaler.n_samples_seen_), clf.coef_, clf.intercept_,
+            clf.classes_, list(class_names), dict(settings), proj_mean, proj_matrix,
+        )  # fmt: skip
+
+    def apply(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(embeddings float32 [n, E], log-probabilities float32 [n, K])``."""
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.preprocessing import StandardScaler
+
+        scaler = StandardScaler()
+        scaler.mean_, scaler.scale_, scaler.var_ = self.mean, self.scale, self.var
+        scaler.n_samples_seen_, scaler.n_features_in_ = self.n_samples_seen, len(self.mean)
+        clf = LogisticRegression()
+        clf.coef_, clf.intercept_, clf.classes_ = self.coef, self.intercept, self.classes
+        clf.n_features_in_ = self.coef.shape[1]
+        z = scaler.transform(x) if len(x) else np.zeros((0, len(self.mean)))
+        if self.proj_matrix is not None:
+            z = (z - self.proj_mean) @ self.proj_matrix
+        logits = np.full((len(z), len(self.class_names)), -30.0, dtype=np.float32)
+        if len(z):
+            logits[:, self.classes] = np.log(np.clip(clf.predict_proba(z), 1e-13, None))
+        return z.astype(np.float32), logits
+
+    def save(self, path: str | Path) -> Path:
+        """Write the arrays, class names and settings to an ``.npz`` (atomically)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npz")
+        projection = {}
+        if self.proj_matrix is not None:
+            projection = {"proj_mean": self.proj_mean, "proj_matrix": self.proj_matrix}
+        np.savez(
+            tmp, mean=self.mean, scale=self.scale, var=self.var, n_samples_seen=np.asarray(self.n_samples_seen),
+            coef=self.coef, intercept=self.intercept, classes=self.classes,
+            class_names=np.asarray(self.class_names, dtype=str), settings=np.asarray(json.dumps(self.settings)),
+            **projection,
+        )  # fmt: skip
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> ReferenceModel:
+        """Read a model saved by :meth:`save`; a clear error naming the step when it is missing."""
+        path = Path(path)
+        if not path.is_file():
+            raise MissingInputError(f"{path} not found: run the statistics system's step first")
+        with np.load(path, allow_pickle=False) as data:
+            projection = (
+                (data["proj_mean"], data["proj_matrix"]) if "proj_matrix" in data.files else (None, None)
+            )
+            return cls(
+                data["mean"], data["scale"], data["var"], int(data["n_samples_seen"]), data["coef"],
+                data["intercept"], data["classes"], [str(c) for c in data["class_names"]],
+                json.loads(str(data["settings"])), *projection,
+            )  # fmt: skip
 
 
 def mfcc_stats(wave: np.ndarray, sample_rate: int, n_mfcc: int = 20) -> np.ndarray:
@@ -37,116 +160,188 @@ def mfcc_stats(wave: np.ndarray, sample_rate: int, n_mfcc: int = 20) -> np.ndarr
     return clip_statistics(wave, sample_rate, ["mfcc"], n_mfcc=n_mfcc)[0]
 
 
-def _clip_features(path: str, sample_rate: int, crop_samples: int | None, settings: dict):
-    from sourcetracing.data.audio import crop_or_pad, load_audio
+@dataclass(frozen=True)
+class TrainVersions:
+    """The augmented copies whose statistics join the train clips' (the store's ``Augmenter``)."""
 
+    augmenter: object  # sourcetracing.data.augment.Augmenter
+    versions: tuple[str, ...]
+    seed: int
+
+
+def _clip_features(
+    path: str,
+    sample_rate: int,
+    crop_samples: int | None,
+    settings: dict,
+    condition: StoreCondition | None = None,
+    clip_id: str = "",
+    train_versions: TrainVersions | None = None,
+):
+    """``(list of statistics vectors: the clip, then its augmented copies; "")`` or ``(None, reason)``."""
+    from sourcetracing.data.audio import crop_or_pad, load_audio
+    from sourcetracing.data.augment import version_rng
+
+    groups, n_mfcc = settings.get("groups", ["mfcc"]), int(settings["n_mfcc"])
     try:
         wave = load_audio(path, sample_rate, min_len_s=float(settings["min_len_s"]))
+        if condition is not None:
+            wave = condition.apply(wave, sample_rate, clip_id)
         if crop_samples:
             wave = crop_or_pad(wave, crop_samples)
-        groups = settings.get("groups", ["mfcc"])
-        return clip_statistics(wave, sample_rate, groups, n_mfcc=int(settings["n_mfcc"]))[0], ""
+        waves = [wave]
+        if train_versions is not None:
+            for v in train_versions.versions:
+                rng = version_rng(train_versions.seed, clip_id, v)
+                waves.append(train_versions.augmenter.apply(wave, v, rng)[0])
+        return [clip_statistics(w, sample_rate, groups, n_mfcc=n_mfcc)[0] for w in waves], ""
     except Exception as err:  # noqa: BLE001 - unusable clips are reported and skipped
         return None, str(err)
 
 
 def split_features(
-    df: pd.DataFrame, root: str | Path, settings: dict, n_jobs: int = 1, cache: Path | None = None
+    df: pd.DataFrame,
+    root: str | Path,
+    settings: dict,
+    n_jobs: int = 1,
+    cache: Path | None = None,
+    condition: StoreCondition | None = None,
+    train_versions: TrainVersions | None = None,
 ) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
     """Statistics of the clips of one annotated split: ``(X, kept rows, skipped rows with reason)``.
 
-    With ``cache`` (an ``.npz`` path) the result is saved and reused while the clip list and settings stay.
+    With ``cache`` (an ``.npz`` path) the result is saved and reused while the clip list and settings
+    stay. With ``condition`` every clip passes through it (seeded per clip) before the statistics.
+    With ``train_versions`` each clip also gives the statistics of its augmented copies (seeded per
+    clip and version): the kept rows then repeat per version, with a ``version`` column.
     """
     from joblib import Parallel, delayed
 
     df = df.reset_index(drop=True)
-    key = data_digest([df["clip_id"].tolist(), settings])
+    versions = ("original", *(train_versions.versions if train_versions else ()))
+    key = data_digest(
+        [df["clip_id"].tolist(), settings, list(versions), train_versions.seed if train_versions else None]
+        + ([condition.settings()] if condition else [])
+    )
     if cache is not None and cache.is_file():
         with np.load(cache, allow_pickle=False) as data:
             if str(data["key"]) == key:
                 ok = data["ok"]
                 return (
                     data["features"],
-                    df[ok].reset_index(drop=True),
+                    _expand(df[ok], versions),
                     df[~ok].assign(reason=data["reasons"][~ok]),
                 )
     sr = int(settings["sample_rate"])
     crop = int(round(settings["max_len_s"] * sr)) if settings["crop"] else None
     paths = [str(Path(root) / p) for p in df["path"]]
-    jobs = (delayed(_clip_features)(p, sr, crop, settings) for p in paths)
+    jobs = (
+        delayed(_clip_features)(p, sr, crop, settings, condition, c, train_versions)
+        for p, c in zip(paths, df["clip_id"], strict=True)
+    )
     results = list(
         progress(
             Parallel(n_jobs=n_jobs, batch_size=16, return_as="generator")(jobs),
-            total=len(paths), desc=f"statistics ({len(paths)} clips)", leave=False,
+            total=len(paths), desc=f"statistics ({len(paths)} clips x {len(versions)})", leave=False,
         )
     )  # fmt: skip
     ok = np.array([r[0] is not None for r in results], dtype=bool)
     reasons = np.array([r[1] for r in results], dtype=str)
     if ok.any():
-        feats = np.stack([r[0] for r in results if r[0] is not None])
+        feats = np.stack([v for r in results if r[0] is not None for v in r[0]])
     else:  # nothing usable: an empty array of the right width
         dummy = np.full(sr, 1e-3, np.float32)
-        feats = np.zeros(
-            (
-                0,
-                len(clip_statistics(dummy, sr, settings.get("groups", ["mfcc"]), int(settings["n_mfcc"]))[1]),
-            ),
-            np.float32,
-        )
+        width = len(clip_statistics(dummy, sr, settings.get("groups", ["mfcc"]), int(settings["n_mfcc"]))[1])
+        feats = np.zeros((0, width), np.float32)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cache, key=np.asarray(key), ok=ok, reasons=reasons, features=feats)
-    return feats, df[ok].reset_index(drop=True), df[~ok].assign(reason=reasons[~ok])
+    return feats, _expand(df[ok], versions), df[~ok].assign(reason=reasons[~ok])
 
 
-def export_mfcc(cfg: Config, n_jobs: int | None = None) -> Path:
-    """Compute, fit and export the MFCC reference system's outputs."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
+def _expand(rows: pd.DataFrame, versions: tuple[str, ...]) -> pd.DataFrame:
+    """Each row repeated per version, in the order the statistics were stacked (clip-major)."""
+    rows = rows.reset_index(drop=True)
+    if len(versions) == 1:
+        return rows
+    out = rows.loc[rows.index.repeat(len(versions))].reset_index(drop=True)
+    out["version"] = list(versions) * len(rows)
+    return out
+
+
+def mfcc_settings(cfg: Config) -> dict:
+    """What the MFCC reference's statistics depend on (besides the clips)."""
+    return {
+        "groups": ["mfcc"], "n_mfcc": int(cfg.mfcc.n_mfcc), "crop": bool(cfg.mfcc.crop),
+        "sample_rate": int(cfg.data.sample_rate), "max_len_s": float(cfg.data.max_len_s),
+        "min_len_s": float(cfg.data.min_len_s), "projection": "none",
+    }  # fmt: skip
+
+
+def mfcc_jobs(cfg: Config, n_jobs: int | None = None) -> int:
+    """Parallel audio workers: ``n_jobs``, else ``mfcc.jobs``, else ``features.num_workers`` (at least 1)."""
+    return int(n_jobs or cfg.mfcc.jobs or max(1, cfg.features.num_workers))
+
+
+def export_statistics(
+    cfg: Config,
+    system_name: str,
+    settings: dict,
+    n_jobs: int,
+    augment: tuple[str, ...] = (),
+    description: str = "",
+) -> Path:
+    """Compute the statistics, fit, save and apply the model, and export a statistics system's outputs."""
+    from sourcetracing.data.augment import Augmenter
 
     splits, label_map = prepare_splits(cfg)
     layout = ExperimentLayout.of(cfg)
-    system = layout.system(SYSTEM)
-    settings = {
-        "n_mfcc": int(cfg.mfcc.n_mfcc), "crop": bool(cfg.mfcc.crop), "sample_rate": int(cfg.data.sample_rate),
-        "max_len_s": float(cfg.data.max_len_s), "min_len_s": float(cfg.data.min_len_s),
-    }  # fmt: skip
-    jobs = int(n_jobs or cfg.mfcc.jobs or max(1, cfg.features.num_workers))
-    cache_dir = system.root / "cache"
-    with step_lock(layout.locks / f"export-{SYSTEM}.lock", "the outputs of mfcc"):
+    system = layout.system(system_name)
+    train_versions = None
+    if augment:
+        augmenter = Augmenter.from_config(cfg)
+        for version in augment:  # a missing MUSAN / RIRS folder is one clear error, not every clip skipped
+            if version in ("reverb", "noise", "music", "speech"):
+                augmenter.files(version)
+        train_versions = TrainVersions(augmenter, tuple(augment), int(cfg.seed))
+    with step_lock(layout.locks / f"export-{system_name}.lock", f"the outputs of {system_name}"):
         feats: dict[str, tuple[np.ndarray, pd.DataFrame]] = {}
         for split, df in splits.items():
-            x, kept, bad = split_features(df, cfg.data.root, settings, jobs, cache=cache_dir / f"{split}.npz")
-            record_pass(SYSTEM, split, len(df))
+            extra = train_versions if split == "train" else None
+            cache = system.root / "cache" / f"{split}.npz"
+            x, kept, bad = split_features(df, cfg.data.root, settings, n_jobs, cache, train_versions=extra)
+            record_pass(system_name, split, len(df))
             if split == "train":
                 keep = kept["label"].to_numpy() >= 0
                 x, kept = x[keep], kept[keep].reset_index(drop=True)
             feats[split] = (x, kept)
             if len(bad):
-                print(
-                    f"{split}: {len(bad)} unusable clip(s) left out (first: {bad['path'].iloc[0]}: {bad['reason'].iloc[0]})"
-                )
+                first = f"{bad['path'].iloc[0]}: {bad['reason'].iloc[0]}"
+                print(f"{split}: {len(bad)} unusable clip(s) left out (first: {first})")
         x_train, train_rows = feats["train"]
         y_train = train_rows["label"].to_numpy(int)
         if len(np.unique(y_train)) < 2:
-            raise DataError("the MFCC reference needs at least two known systems in train")
-        scaler = StandardScaler().fit(x_train)
-        clf = LogisticRegression(max_iter=3000).fit(scaler.transform(x_train), y_train)
+            raise DataError(f"the {system_name} system needs at least two known systems in train")
         names = list(label_map.known)
+        fitted = {**settings, "augment": list(augment)}
+        path = ReferenceModel.fit(x_train, y_train, names, fitted).save(system.models / MODEL_FILE)
+        model = ReferenceModel.load(path)  # the export runs the saved model, as any later use will
         out = {}
         for split, (x, rows) in feats.items():
-            z = scaler.transform(x) if len(x) else np.zeros((0, x_train.shape[1]))
-            logits = np.full((len(z), len(names)), -30.0, dtype=np.float32)
-            if len(z):
-                logits[:, clf.classes_] = np.log(np.clip(clf.predict_proba(z), 1e-13, None))
-            out[split] = SplitOutputs(output_rows(rows), embeddings=z.astype(np.float32), logits=logits)
-        outputs = SystemOutputs(
-            SYSTEM, names, out,
-            meta={"task": "reference", "description": "MFCC statistics, standardised (embeddings) + logistic regression (logits)",
-                  "settings": settings},
-        )  # fmt: skip
-        inputs = {"protocols": data_digest({s: protocol_digest(df) for s, df in splits.items()}),
-                  "label_map": label_map.digest(), "settings": data_digest(settings)}  # fmt: skip
+            z, logits = model.apply(x)
+            out[split] = SplitOutputs(output_rows(rows), embeddings=z, logits=logits)
+        meta = {"task": "reference", "description": description, "settings": fitted}
+        outputs = SystemOutputs(system_name, names, out, meta=meta)
+        inputs = {
+            "protocols": data_digest({s: protocol_digest(df) for s, df in splits.items()}),
+            "label_map": label_map.digest(), "settings": data_digest(fitted), "model": file_digest(path),
+        }  # fmt: skip
         outputs.write(system.outputs, inputs)
-    print(f"mfcc outputs written to {system.outputs}")
+    print(f"{system_name} outputs written to {system.outputs}")
     return system.outputs
+
+
+def export_mfcc(cfg: Config, n_jobs: int | None = None) -> Path:
+    """The MFCC reference system: MFCC statistics, standardised, no projection, no augmentation."""
+    description = "MFCC statistics, standardised (embeddings) + logistic regression (logits)"
+    return export_statistics(cfg, SYSTEM, mfcc_settings(cfg), mfcc_jobs(cfg, n_jobs), (), description)
