@@ -6,7 +6,7 @@ DEMO_CONFIG ?= configs/demo.yaml
 DEMO_DATA ?= data/demo
 DEMO_EXP ?= exp/demo
 
-.PHONY: install test test-fast lint demo demo-seeds demo-corpus clean-demo benchmarks gpu-check robustness-demo
+.PHONY: install test test-fast lint demo demo-seeds demo-hard demo-hard-seeds demo-corpus clean-demo benchmarks gpu-check robustness-demo
 
 $(VENV)/.installed: requirements.txt requirements-demo.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,20 @@ demo-seeds: install
 	PYTHON=$(PY) ./run.sh --config $(DEMO_CONFIG) --corpus $(DEMO_DATA) --stop-stage 0
 	for s in $(SEEDS); do PYTHON=$(PY) ./run.sh --config $(DEMO_CONFIG) --stage 1 --stop-stage 10 -- seed=$$s exp_dir=$(DEMO_EXP)_s$$s || exit 1; done
 	$(PY) scripts/summarize_results.py --exp $(foreach s,$(SEEDS),$(DEMO_EXP)_s$(s)) --out $(DEMO_EXP)_seeds.md
+
+# The hard demo: near-twin synthesizers and channel variation (the corpus takes ~4-8 min to build).
+HARD_CONFIG ?= configs/demo_hard.yaml
+HARD_DATA ?= data/demo_hard
+HARD_EXP ?= exp/demo_hard
+demo-hard: install
+	PYTHON=$(PY) ./run.sh --config $(HARD_CONFIG) --corpus $(HARD_DATA) --corpus-args "--plan hard"
+	@echo
+	@echo "Results: $(HARD_EXP)/summary.md (every system and scorer, the near-twin table)"
+
+demo-hard-seeds: install
+	PYTHON=$(PY) ./run.sh --config $(HARD_CONFIG) --corpus $(HARD_DATA) --corpus-args "--plan hard" --stop-stage 0
+	for s in $(SEEDS); do PYTHON=$(PY) ./run.sh --config $(HARD_CONFIG) --stage 1 --stop-stage 10 -- seed=$$s exp_dir=$(HARD_EXP)_s$$s || exit 1; done
+	$(PY) scripts/summarize_results.py --exp $(foreach s,$(SEEDS),$(HARD_EXP)_s$(s)) --twins $(HARD_DATA)/corpus_summary.csv --out $(HARD_EXP)_seeds.md
 
 # After `make demo`: the demo's robustness card (stage 12), then the same pipeline trained with the
 # codec augmentation version in $(DEMO_EXP)_codec, its card, and the two cards side by side

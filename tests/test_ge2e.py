@@ -204,3 +204,42 @@ def test_hf_ssl_encoder_on_raw_audio(tmp_path: Path, caplog) -> None:
     results, summary = judge_system(cfg, "ge2e")
     assert "eval" in results and (system.ood / "scores_eval.tsv").is_file()
     assert set(summary["scorer"]) == {"knn", "mahalanobis", "centroid"}  # embedding scorers only
+
+
+def test_aam_softmax_margin_and_training_through_the_embedding_task(tmp_path) -> None:
+    from sourcetracing.models.ge2e import AAMSoftmaxLoss
+
+    torch.manual_seed(0)
+    loss = AAMSoftmaxLoss(3, 4, margin=0.0, scale=10.0)
+    emb, labels = torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    plain = torch.nn.functional.cross_entropy(
+        10.0
+        * torch.nn.functional.normalize(emb, dim=-1)
+        @ torch.nn.functional.normalize(loss.weight, dim=-1).t(),
+        labels,
+    )
+    assert loss(emb, labels=labels).item() == pytest.approx(
+        plain.item(), rel=1e-5
+    )  # margin 0: scaled cosine softmax
+    loss.margin = 0.3
+    assert loss(emb, labels=labels).item() > plain.item()  # the margin makes the target harder
+    with pytest.raises(ValueError, match="labels"):
+        loss(emb)
+
+    from toy_store import write_toy_experiment
+
+    from sourcetracing.config import load_config
+    from sourcetracing.layout import ExperimentLayout
+    from sourcetracing.training.checkpoint import read_checkpoint
+    from sourcetracing.training.ge2e import train_ge2e
+
+    path = write_toy_experiment(tmp_path, {"ge2e": {"loss": "aam", "epochs": 2}})
+    cfg = load_config(path)
+    train_ge2e(cfg)
+    system = ExperimentLayout.of(cfg).system("ge2e")
+    best = read_checkpoint(system.best)
+    assert best["extra_state"]["weight"].shape == (4, 8)  # the class directions are saved beside the encoder
+    import pandas as pd
+
+    metrics = pd.read_csv(system.metrics)
+    assert metrics["train_loss"].notna().all() and metrics["dev_macro_f1"].max() > 0.5

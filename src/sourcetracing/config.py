@@ -112,7 +112,9 @@ STATIC_DEFAULTS: dict[str, Any] = {
     },
     "ge2e": {
         "encoder": {"name": "features"},
-        "loss": "softmax",  # softmax | contrast (the bias b only matters for contrast)
+        "loss": "softmax",  # softmax | contrast (GE2E; the bias b only matters for contrast) | aam
+        "aam_margin": 0.2,  # aam: additive angular margin (radians)
+        "aam_scale": 30.0,  # aam: logit scale
         "n_systems": 10,
         "n_clips": 4,
         "versions": None,  # features encoder: train versions used (None = all in the store)
@@ -242,7 +244,9 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "outputs.batch_size": _int_at_least(1),
     "ood.chunk_size": _int_at_least(1),
     "ood.tune": _one_of("none", "dev", "holdout"),
-    "ge2e.loss": _one_of("softmax", "contrast"),
+    "ge2e.loss": _one_of("softmax", "contrast", "aam"),
+    "ge2e.aam_margin": _non_negative(),
+    "ge2e.aam_scale": _positive(),
     "ge2e.n_systems": _int_at_least(2),
     "ge2e.n_clips": _int_at_least(2),
     "ge2e.epochs": _int_at_least(1),

@@ -132,7 +132,63 @@ def to_markdown(table: pd.DataFrame, columns: Sequence[str] = tuple(METRICS)) ->
     return "\n".join(lines)
 
 
-def summarize(exp_dirs: Sequence[str | Path], out: str | Path | None = None) -> tuple[pd.DataFrame, str]:
+def dev_selected(frame: pd.DataFrame) -> tuple[str, str] | None:
+    """The system and scorer the toolkit would pick on dev alone: the lowest dev EER among the
+    systems' own dev-chosen scorers (ties: the higher known-class macro-F1 is not looked at; eval never)."""
+    chosen = frame[frame["default"]]
+    if chosen.empty:
+        return None
+    best = chosen.sort_values(["dev_eer_%", "system"], kind="stable").iloc[0]
+    return str(best["system"]), str(best["scorer"])
+
+
+def twin_table(exp_dirs: Sequence[str | Path], twins: dict[str, str]) -> pd.DataFrame:
+    """Eval AUROC of each near-twin unseen system (vs all known clips) for every system's dev-chosen scorer,
+    mean and sd over the experiments; ``twins`` maps an unseen system to the known system(s) it twins."""
+    rows = []
+    for exp in exp_dirs:
+        frame, _ = experiment_rows(exp)
+        for _, r in frame[frame["default"]].iterrows():
+            auc = per_unseen_system(exp, r["system"], r["scorer"])
+            for unseen in twins:
+                if unseen in auc.index:
+                    rows.append(
+                        {"system": f"{r['system']} ({r['scorer']})", "unseen": unseen, "auroc": auc[unseen]}
+                    )
+    if not rows:
+        return pd.DataFrame()
+    frame = pd.DataFrame(rows)
+    out = []
+    for unseen, part in frame.groupby("unseen", sort=True):
+        row = {"unseen system": unseen, "twin of": twins[unseen]}
+        for system, values in part.groupby("system", sort=True)["auroc"]:
+            row[system] = _cell(values.mean(), values.std(ddof=1) if len(values) > 1 else np.nan, False)
+        out.append(row)
+    return pd.DataFrame(out).fillna("–")
+
+
+def frame_markdown(frame: pd.DataFrame) -> str:
+    """A plain GitHub-markdown rendering of a small frame of strings."""
+    lines = [
+        "| " + " | ".join(map(str, frame.columns)) + " |",
+        "| " + " | ".join("---" for _ in frame.columns) + " |",
+    ]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def read_twins(corpus_summary: str | Path) -> dict[str, str]:
+    """Unseen system -> the known system(s) it is a near-twin of, from a demo corpus's ``corpus_summary.csv``."""
+    table = pd.read_csv(corpus_summary, keep_default_na=False)
+    if "twin_of" not in table:
+        return {}
+    unseen = table[(table["role"] != "known") & (table["twin_of"] != "")]
+    return dict(zip(unseen["system"], unseen["twin_of"], strict=True))
+
+
+def summarize(
+    exp_dirs: Sequence[str | Path], out: str | Path | None = None, twins: dict[str, str] | None = None
+) -> tuple[pd.DataFrame, str]:
     """The combined table of one or several experiments, written as markdown to ``out``; returns (table, text)."""
     frames, notes = [], []
     for exp in exp_dirs:
@@ -149,6 +205,19 @@ def summarize(exp_dirs: Sequence[str | Path], out: str | Path | None = None) -> 
         "Ranked by eval OOD EER; * = the scorer chosen on dev (ood.default)."
     )
     text = head + "\n\n" + to_markdown(table) + "\n"
+    picks = [dev_selected(f) for f in frames if len(f)]
+    if picks:
+        counts = pd.Series([f"{a} / {b}" for a, b in picks if a]).value_counts()
+        text += (
+            "\nChosen on dev alone (lowest dev EER among the systems' dev-chosen scorers): "
+            + ", ".join(f"{k} ({v} of {len(picks)} runs)" for k, v in counts.items())
+            + ".\n"
+        )
+    if twins:
+        near = twin_table(exp_dirs, twins)
+        if not near.empty:
+            text += "\nNear-twin unseen systems: eval AUROC against all known clips (each system's dev-chosen scorer).\n\n"
+            text += frame_markdown(near) + "\n"
     if notes:
         text += "\n" + "\n".join(f"note: {n_}" for n_ in notes) + "\n"
     if out is not None:
@@ -170,18 +239,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=None, help="experiment YAML (its exp_dir is summarised)")
     parser.add_argument("--exp", nargs="+", default=None, help="experiment folder(s); several = mean ± sd")
     parser.add_argument("--out", type=Path, default=None, help="markdown file (default <exp_dir>/summary.md)")
+    parser.add_argument(
+        "--twins", type=Path, default=None,
+        help="a demo corpus's corpus_summary.csv: adds the near-twin table (default: the one beside data.root, if any)",
+    )  # fmt: skip
     parser.add_argument("overrides", nargs="*", default=[])
     args = parser.parse_args(argv)
     try:
+        twins_file = args.twins
         if args.exp:
             dirs = [Path(e) for e in args.exp]
         else:
             cfg = load_config(args.config or "configs/refd_mlaad.yaml", args.overrides)
             dirs = [Path(cfg.exp_dir)]
+            beside = Path(cfg.data.root).parent / "corpus_summary.csv"
+            twins_file = twins_file or (beside if beside.is_file() else None)
     except SourceTracingError as err:
         return report_error(err)
     out = args.out or (dirs[0] / "summary.md" if len(dirs) == 1 else None)
-    table, text = summarize(dirs, out)
+    table, text = summarize(dirs, out, read_twins(twins_file) if twins_file else None)
     print(text)
     if table.empty:
         return 1

@@ -47,6 +47,7 @@ from torch import nn
 from sourcetracing.components import ENCODERS
 
 LOSS_VARIANTS = ("softmax", "contrast")
+LOSSES = (*LOSS_VARIANTS, "aam")
 W_MIN = 1e-6
 
 
@@ -286,18 +287,65 @@ def build_encoder(config: dict) -> nn.Module:
     return ENCODERS.get(config["name"])(**kwargs)
 
 
-class GE2EModel(nn.Module):
-    """Encoder + loss in one module, so that DDP wraps both (w and b gradients are all-reduced too).
+class AAMSoftmaxLoss(nn.Module):
+    """Additive angular margin softmax (ArcFace, Deng et al. 2019) over the known systems.
 
-    ``forward(x, n_systems)`` returns the loss; ``embed(x)`` the embeddings.
+    ``cos(theta_y + margin)`` replaces the target class's cosine before the scaled softmax, so each
+    system's embeddings are pulled into a tight cone with a margin to every other system: room
+    that clips of unseen systems fall into, away from every known centroid. The class directions
+    are learned with the encoder. ``forward(emb, labels=...)`` takes ``[B, D]`` (or ``[N, M, D]``).
     """
 
-    def __init__(self, encoder: nn.Module, loss: GE2ELoss):
+    def __init__(self, num_classes: int, dim: int, margin: float = 0.2, scale: float = 30.0):
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"AAM softmax needs at least 2 classes, got {num_classes}")
+        self.weight = nn.Parameter(torch.empty(num_classes, dim))
+        nn.init.xavier_normal_(self.weight)
+        self.margin, self.scale = float(margin), float(scale)
+
+    def forward(
+        self, emb: torch.Tensor, n_systems: int | None = None, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if labels is None:
+            raise ValueError("the aam loss needs the class labels of the batch")
+        emb = emb.reshape(-1, emb.shape[-1])
+        cos = F.normalize(emb, dim=-1) @ F.normalize(self.weight, dim=-1).t()
+        target = cos.gather(1, labels.view(-1, 1)).clamp(-1 + 1e-7, 1 - 1e-7)
+        with_margin = torch.cos(torch.acos(target) + self.margin)
+        logits = cos.scatter(1, labels.view(-1, 1), with_margin) * self.scale
+        return F.cross_entropy(logits, labels)
+
+
+def build_loss(
+    name: str,
+    num_classes: int,
+    dim: int,
+    init_w: float = 10.0,
+    init_b: float = -5.0,
+    margin: float = 0.2,
+    scale: float = 30.0,
+) -> nn.Module:
+    """The embedding loss ``ge2e.loss`` names: GE2E (softmax / contrast) or AAM softmax."""
+    if name == "aam":
+        return AAMSoftmaxLoss(num_classes, dim, margin, scale)
+    return GE2ELoss(init_w, init_b, variant=name)
+
+
+class GE2EModel(nn.Module):
+    """Encoder + loss in one module, so that DDP wraps both (the loss's parameters are all-reduced too).
+
+    ``forward(x, n_systems, labels)`` returns the loss; ``embed(x)`` the embeddings.
+    """
+
+    def __init__(self, encoder: nn.Module, loss: nn.Module):
         super().__init__()
         self.encoder = encoder
         self.loss = loss
 
-    def forward(self, x: torch.Tensor, n_systems: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, n_systems: int, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if isinstance(self.loss, AAMSoftmaxLoss):
+            return self.loss(self.encoder(x), labels=labels)
         return self.loss(self.encoder(x), n_systems=n_systems)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:

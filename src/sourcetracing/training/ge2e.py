@@ -29,7 +29,7 @@ from sourcetracing.config import Config, component_settings, resolve_device, sav
 from sourcetracing.data.samplers import ClassBalancedBatchSampler
 from sourcetracing.distributed import DistInfo, cleanup, die_with_parent, init_distributed, rank_device
 from sourcetracing.layout import ExperimentLayout
-from sourcetracing.models.ge2e import GE2ELoss, GE2EModel, build_encoder, encoder_config
+from sourcetracing.models.ge2e import GE2ELoss, GE2EModel, build_encoder, build_loss, encoder_config
 from sourcetracing.ood.scorers import centroid_similarities, class_centroids
 from sourcetracing.progress import progress
 from sourcetracing.provenance import step_lock
@@ -96,7 +96,17 @@ class GE2ETask(Task):
         self.input_dim = source.input_dim
         self.model_config = encoder_config(cfg, source.input_dim)
         self.provenance = dict(source.provenance)
-        self.model = GE2EModel(build_encoder(self.model_config), GE2ELoss(g.init_w, g.init_b, variant=g.loss))
+        encoder = build_encoder(self.model_config)
+        loss = build_loss(
+            g.loss,
+            self.label_map.num_classes,
+            int(encoder.embedding_dim),
+            g.init_w,
+            g.init_b,
+            g.aam_margin,
+            g.aam_scale,
+        )
+        self.model = GE2EModel(encoder, loss)
         self.find_unused_parameters = source.kind == "audio"
         rows = source.train_rows
         self.sampler = ClassBalancedBatchSampler(
@@ -135,13 +145,17 @@ class GE2ETask(Task):
         )
 
     def step(self, model, batch, rng, device):
-        x, _ = batch
-        loss = model(x.to(device, non_blocking=True), self.sampler.n_systems)
+        x, labels = batch
+        loss = model(
+            x.to(device, non_blocking=True), self.sampler.n_systems, labels.to(device, non_blocking=True)
+        )
         return loss, {"loss": loss.detach().float(), "n": 1}
 
     def epoch_stats(self, sums):
         n = max(sums.get("n", 0.0), 1.0)
         loss_fn = self.model.loss
+        if not isinstance(loss_fn, GE2ELoss):  # AAM softmax: no similarity scale or bias
+            return {"train_loss": sums.get("loss", 0.0) / n, "w": float("nan"), "b": float("nan")}
         return {"train_loss": sums.get("loss", 0.0) / n, "w": loss_fn.scale().item(), "b": loss_fn.b.item()}
 
     # -- dev check ----------------------------------------------------------------------------
@@ -194,7 +208,9 @@ class GE2ETask(Task):
                 batch_sampler=self.loss_sampler,
                 collate_fn=collate_pairs,
             )
-            losses = [float(self.model(x.to(device), self.loss_sampler.n_systems)) for x, _ in loader]
+            losses = [
+                float(self.model(x.to(device), self.loss_sampler.n_systems, y.to(device))) for x, y in loader
+            ]
             self.model.train(was_training)
             out["dev_loss"] = float(np.mean(losses))
         return out
