@@ -65,6 +65,7 @@ def test_config_ge2e_is_the_original_ge2e_recipe() -> None:
         "freeze_feature_encoder": False,
     }  # fmt: skip
     assert (g.loss, g.init_w, g.init_b, g.n_systems, g.n_clips) == ("softmax", 10.0, -5.0, 10, 4)
+    assert g.cos_floor == 1e-6  # the original's loss clamps the cosines at 1e-6
     assert (g.epochs, g.steps_per_epoch, g.lr, g.weight_decay, g.grad_clip) == (4, 0, 1e-4, 0.0, 0.0)
     assert (g.select_by, g.precision) == ("train_loss", "float32")
     assert (cfg.data.sample_rate, cfg.data.max_len_s) == (16000, 4.0)

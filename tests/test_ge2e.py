@@ -243,3 +243,12 @@ def test_aam_softmax_margin_and_training_through_the_embedding_task(tmp_path) ->
 
     metrics = pd.read_csv(system.metrics)
     assert metrics["train_loss"].notna().all() and metrics["dev_macro_f1"].max() > 0.5
+
+
+def test_the_original_cosine_floor_stops_gradients_through_negative_cosines() -> None:
+    emb = torch.tensor([[[1.0, 0.0], [0.9, 0.1]], [[-1.0, 0.0], [-0.9, -0.1]]], requires_grad=True)
+    floored = GE2ELoss(10.0, -5.0, cos_floor=1e-6)
+    sim = floored.similarity(emb)
+    assert float(sim.min()) == pytest.approx(10.0 * 1e-6 - 5.0)  # negative cosines clamped
+    plain = GE2ELoss(10.0, -5.0).similarity(emb)
+    assert float(plain.min()) < -14.0  # about 10 * (-1) - 5 without the floor

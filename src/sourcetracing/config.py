@@ -115,6 +115,7 @@ STATIC_DEFAULTS: dict[str, Any] = {
         "loss": "softmax",  # softmax | contrast (GE2E; the bias b only matters for contrast) | aam
         "aam_margin": 0.2,  # aam: additive angular margin (radians)
         "aam_scale": 30.0,  # aam: logit scale
+        "cos_floor": None,  # GE2E: clamp the cosines from below (the original recipe: 1e-6; None = no clamp)
         "n_systems": 10,
         "n_clips": 4,
         "versions": None,  # features encoder: train versions used (None = all in the store)

@@ -51,10 +51,14 @@ LOSSES = (*LOSS_VARIANTS, "aam")
 W_MIN = 1e-6
 
 
-def similarity_matrix(emb: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+def similarity_matrix(
+    emb: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float = 1e-8, cos_floor: float | None = None
+) -> torch.Tensor:
     """The GE2E similarity ``S [N, M, N]`` of every clip to every system centroid (exclusive for its own).
 
     ``emb`` is ``[N, M, D]`` (system-major). ``w`` is used as given (clamp it before calling).
+    ``cos_floor`` clamps the cosines from below first (the original recipe clamps at 1e-6, which
+    stops every gradient through a negative cosine); None keeps them as they are.
     """
     n_sys, n_clips, _ = emb.shape
     if n_clips < 2:
@@ -67,6 +71,8 @@ def similarity_matrix(emb: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: 
     cos_own = (emb_n * F.normalize(exclusive, dim=-1, eps=eps)).sum(-1)  # [N, M]
     own = torch.eye(n_sys, dtype=torch.bool, device=emb.device).unsqueeze(1)  # [N, 1, N]
     cos = torch.where(own, cos_own.unsqueeze(-1), cos_all)
+    if cos_floor is not None:
+        cos = cos.clamp(min=cos_floor)
     return w * cos + b
 
 
@@ -98,9 +104,15 @@ class GE2ELoss(nn.Module):
     """
 
     def __init__(
-        self, init_w: float = 10.0, init_b: float = -5.0, variant: str = "softmax", reduction: str = "mean"
+        self,
+        init_w: float = 10.0,
+        init_b: float = -5.0,
+        variant: str = "softmax",
+        reduction: str = "mean",
+        cos_floor: float | None = None,
     ):
         super().__init__()
+        self.cos_floor = cos_floor
         if variant not in LOSS_VARIANTS:
             raise ValueError(f"unknown GE2E loss variant {variant!r}; choose one of {LOSS_VARIANTS}")
         if reduction not in ("mean", "sum"):
@@ -120,7 +132,7 @@ class GE2ELoss(nn.Module):
         return self.w.clamp(min=W_MIN)
 
     def similarity(self, emb: torch.Tensor) -> torch.Tensor:
-        return similarity_matrix(emb, self.scale(), self.b)
+        return similarity_matrix(emb, self.scale(), self.b, cos_floor=self.cos_floor)
 
     def forward(self, emb: torch.Tensor, n_systems: int | None = None) -> torch.Tensor:
         if emb.dim() == 2:
@@ -325,11 +337,12 @@ def build_loss(
     init_b: float = -5.0,
     margin: float = 0.2,
     scale: float = 30.0,
+    cos_floor: float | None = None,
 ) -> nn.Module:
     """The embedding loss ``ge2e.loss`` names: GE2E (softmax / contrast) or AAM softmax."""
     if name == "aam":
         return AAMSoftmaxLoss(num_classes, dim, margin, scale)
-    return GE2ELoss(init_w, init_b, variant=name)
+    return GE2ELoss(init_w, init_b, variant=name, cos_floor=cos_floor)
 
 
 class GE2EModel(nn.Module):

@@ -105,6 +105,7 @@ class GE2ETask(Task):
             g.init_b,
             g.aam_margin,
             g.aam_scale,
+            g.cos_floor,
         )
         self.model = GE2EModel(encoder, loss)
         self.find_unused_parameters = source.kind == "audio"
