@@ -304,7 +304,7 @@ def enrol(
     name = name.strip()
     if not name:
         raise DataError("an enrolled system needs a non-empty name (--system NAME)")
-    with step_lock(layout.locks / "enrol.lock", "the enrolled systems"):
+    with step_lock(layout.locks / "enrol.lock", "the enrolment record"):
         record = read_record(layout)
         targets = _targets(layout, into)
         if name in _known_systems(cfg, layout, targets):
@@ -342,7 +342,7 @@ def enrol(
 def remove(cfg: Config, name: str) -> None:
     """Remove an enrolled system: its embedding files, its record entry and its label map row."""
     layout = ExperimentLayout.of(cfg)
-    with step_lock(layout.locks / "enrol.lock", "the enrolled systems"):
+    with step_lock(layout.locks / "enrol.lock", "the enrolment record"):
         record = read_record(layout)
         if name not in record["systems"]:
             raise DataError(f"'{name}' is not enrolled; enrolled: {list(record['systems']) or 'none'}")

@@ -158,6 +158,16 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 # Locks
 
 
+def _only_readers_hold(fh) -> bool:
+    """Whether the lock ``fh`` could not take exclusively is held by readers alone (shared locks)."""
+    try:
+        fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    fcntl.flock(fh, fcntl.LOCK_UN)
+    return True
+
+
 @contextlib.contextmanager
 def step_lock(lock_file: str | Path, what: str, shared: bool = False) -> Iterator[None]:
     """Hold a lock for ``what``: exclusive for a writer, ``shared`` for readers (several at once).
@@ -171,12 +181,12 @@ def step_lock(lock_file: str | Path, what: str, shared: bool = False) -> Iterato
         try:
             fcntl.flock(fh, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            verb = "being written" if shared else "in use"
-            raise LockedError(
-                f"{what} is {verb} by {holder} (lock {lock_file}); wait for it or stop it"
-            ) from None
+            if shared or not _only_readers_hold(fh):
+                fh.seek(0)
+                holding = f"being written by {fh.read().strip() or 'another process'}"
+            else:  # readers leave no pid behind: the file still names the last writer
+                holding = "in use by reading processes (training, an export)"
+            raise LockedError(f"{what} is {holding} (lock {lock_file}); wait for it or stop it") from None
         if not shared:
             fh.seek(0)
             fh.truncate()
