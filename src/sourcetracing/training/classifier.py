@@ -185,7 +185,9 @@ def train_classifier(cfg: Config, resume: bool = False, force: bool = False, exp
         with contextlib.ExitStack() as locks:
             if info.is_main:
                 locks.enter_context(
-                    step_lock(layout.locks / f"train-{system.name}.lock", f"the training folder of {system.name}")
+                    step_lock(
+                        layout.locks / f"train-{system.name}.lock", f"the training folder of {system.name}"
+                    )
                 )
             device = rank_device(device, info)
             store = FeatureStore.for_config(cfg)

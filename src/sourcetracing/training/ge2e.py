@@ -238,7 +238,9 @@ def train_ge2e(cfg: Config, resume: bool = False, force: bool = False, export: b
     try:
         with contextlib.ExitStack() as locks:
             if info.is_main:
-                locks.enter_context(step_lock(layout.locks / f"train-{SYSTEM}.lock", "the training folder of ge2e"))
+                locks.enter_context(
+                    step_lock(layout.locks / f"train-{SYSTEM}.lock", "the training folder of ge2e")
+                )
             device = rank_device(device, info)
             torch.manual_seed(cfg.seed + info.rank)
             source = build_source(cfg)
