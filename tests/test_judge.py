@@ -18,7 +18,7 @@ from sourcetracing.features.frontends import FrontEnd
 from sourcetracing.features.store import store_dir, store_settings
 from sourcetracing.judge import judge_system, known_class_metrics, ood_step
 from sourcetracing.ood.scorers import SCORERS, Scorer, register
-from sourcetracing.summary import summarize
+from sourcetracing.summary import experiment_rows, summarize
 from sourcetracing.systems.outputs import SplitOutputs, SystemOutputs
 
 KNOWN = ["sys/a", "sys/b", "sys/c"]
@@ -98,6 +98,27 @@ def test_every_report_from_an_outputs_folder_alone(cfg, tmp_path) -> None:
     assert ev.loc["knn", "auroc"] > 0.9
     table, text = summarize([exp], exp / "summary.md")
     assert set(table["system"]) == {"mine"} and "eval OOD EER" in text and (exp / "summary.md").is_file()
+
+
+def test_summary_of_several_runs_is_the_mean_and_sd_of_each_runs_numbers(tmp_path) -> None:
+    runs = []
+    for seed in range(3):  # the same "config" with three seeds: three experiment folders
+        cfg = load_config(None, [f"exp_dir={tmp_path / f'exp_s{seed}'}", "ood.knn.k=3"])
+        write_outputs(Path(cfg.exp_dir), "mine", with_logits=True, seed=seed)
+        judge_system(cfg, "mine")
+        runs.append(Path(cfg.exp_dir))
+    singles = [experiment_rows(run)[0].set_index("scorer") for run in runs]
+    table, text = summarize(runs, tmp_path / "seeds.md")
+    table = table.set_index("scorer")
+    assert set(table.index) == set(singles[0].index) and (table["n"] == 3).all()
+    for col in ("eval_eer_%", "eval_auroc", "eval_macro_f1", "eval_cllr"):
+        values = np.array([[s.loc[k, col] for k in table.index] for s in singles])  # runs x scorers
+        np.testing.assert_allclose(table[col], values.mean(0), rtol=1e-12)
+        np.testing.assert_allclose(table[col + "_sd"], values.std(0, ddof=1), rtol=1e-9, atol=1e-12)
+    chosen = sum(int(s.loc[k, "default"]) for s in singles for k in table.index)
+    assert table["chosen"].sum() == chosen == 3  # one dev-chosen scorer per run
+    assert "Mean ± sd over 3 runs" in text and " ± " in text and "Computed on: " in text
+    assert (tmp_path / "seeds.md").read_text() == text
 
 
 def test_embedding_only_system_gets_embedding_scorers_and_a_centroid_decision(cfg) -> None:

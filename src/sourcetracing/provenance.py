@@ -17,6 +17,7 @@ import fcntl
 import hashlib
 import json
 import os
+import platform
 import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -152,6 +153,27 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text)
     tmp.replace(path)
+
+
+def cpu_name() -> str:
+    """The CPU model from ``/proc/cpuinfo`` (Linux), else what :mod:`platform` says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_description() -> str:
+    """One line naming the machine a result is computed on (CPU model and count, GPU if any, torch)."""
+    import torch
+
+    text = f"{cpu_name()} ({os.cpu_count()} CPUs)"
+    if torch.cuda.is_available():
+        text = f"{torch.cuda.get_device_name(0)}; {text}"
+    return f"{text}, torch {torch.__version__}"
 
 
 # ---------------------------------------------------------------------------------------------

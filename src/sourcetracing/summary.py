@@ -82,6 +82,18 @@ def experiment_rows(exp_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
     return pd.DataFrame(rows), notes
 
 
+def machines(exp_dirs: Sequence[str | Path]) -> list[str]:
+    """The machines the systems' outputs were computed on (``machine`` in each ``outputs/meta.json``)."""
+    found = []
+    for exp in exp_dirs:
+        for folder in _system_dirs(Path(exp)):
+            meta = folder / "outputs" / "meta.json"
+            name = json.loads(meta.read_text()).get("machine") if meta.is_file() else None
+            if name and name not in found:
+                found.append(name)
+    return found
+
+
 def per_unseen_system(exp_dir: str | Path, system: str, scorer: str) -> pd.Series:
     """Eval AUROC of each unseen system (its clips against all known clips) for one system and scorer."""
     summary = pd.read_csv(Path(exp_dir) / system / "ood_step" / "ood_summary.csv")
@@ -204,6 +216,9 @@ def summarize(
         f"{'Mean ± sd over ' + str(n) + ' runs' if n > 1 else 'One run'} ({', '.join(str(e) for e in exp_dirs)}). "
         "Ranked by eval OOD EER; * = the scorer chosen on dev (ood.default)."
     )
+    ran_on = machines(exp_dirs)
+    if ran_on:
+        head += f" Computed on: {'; '.join(ran_on)}."
     text = head + "\n\n" + to_markdown(table) + "\n"
     picks = [dev_selected(f) for f in frames if len(f)]
     if picks:

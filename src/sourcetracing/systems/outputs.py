@@ -30,7 +30,7 @@ import pandas as pd
 
 from sourcetracing.data.protocols import language_of
 from sourcetracing.errors import DataError, MissingInputError
-from sourcetracing.provenance import atomic_dir, write_manifest
+from sourcetracing.provenance import atomic_dir, machine_description, write_manifest
 
 KEY_COLUMNS = ["clip_id", "path", "model_name", "label", "known", "language", "language_seen", "cell"]
 ARRAYS = ("embeddings", "logits")
@@ -129,6 +129,7 @@ class SystemOutputs:
                 "class_names": list(self.class_names),
                 "has": sorted(self.has),
                 "splits": {k: len(v.rows) for k, v in self.splits.items()},
+                "machine": self.meta.get("machine") or machine_description(),
             }
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
             manifest = write_manifest(tmp, "outputs", inputs or {}, system=self.system)
