@@ -32,11 +32,12 @@ demo-corpus: install
 	$(PY) scripts/make_demo_corpus.py --out $(DEMO_DATA)
 
 # The whole pipeline on the offline demo corpus, stage by stage (run.sh holds the one stage list):
-# corpus -> features -> AASIST -> known-class metrics -> OOD -> GE2E -> MFCC reference -> maps -> summary -> trace.
+# corpus -> features -> AASIST -> known-class metrics -> OOD -> GE2E -> MFCC reference -> statistics system
+# -> fusion -> maps -> summary -> trace.
 demo: install
 	PYTHON=$(PY) ./run.sh --config $(DEMO_CONFIG) --corpus $(DEMO_DATA)
 	@echo
-	@echo "Results: $(DEMO_EXP)/summary.md (every system and scorer); per system ($(DEMO_EXP)/aasist, ge2e, mfcc):"
+	@echo "Results: $(DEMO_EXP)/summary.md (every system and scorer); per system ($(DEMO_EXP)/aasist, ge2e, mfcc, stats, fusion):"
 	@echo "  outputs/ (exported once), results/ (known-class metrics), ood_step/ (OOD reports, scores, ROC/DET),"
 	@echo "  embeddings/embedding_map.png; traced clips in $(DEMO_EXP)/trace/"
 

@@ -10,7 +10,7 @@
 #   scripts/gpu_check.sh [--out DIR]        (default DIR: exp/gpu_check)
 #
 # Environment: PYTHON (default python3), GPU_CHECK_TESTS (test paths, default tests), and per-step
-# time limits GPU_CHECK_TESTS_S, GPU_CHECK_EXTRACT_S, GPU_CHECK_TRAIN_S (seconds; 240, 240, 110).
+# time limits GPU_CHECK_TESTS_S, GPU_CHECK_EXTRACT_S, GPU_CHECK_TRAIN_S (seconds; 200, 240, 110).
 # Without CUDA it runs the tests (all skipped), reports that CUDA is absent and exits 0. With CUDA
 # the exit status is 1 when a step failed or timed out (the report is written either way).
 set -u
@@ -18,7 +18,8 @@ OUT=
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) [ $# -ge 2 ] || { echo "error: --out needs a folder" >&2; exit 2; }
-           OUT=$(cd "$(dirname "$2")" 2>/dev/null && pwd)/$(basename "$2") || exit 2; shift 2 ;;
+           mkdir -p "$2" && OUT=$(cd "$2" && pwd) || { echo "error: cannot create --out $2" >&2; exit 2; }
+           shift 2 ;;
     -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "error: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -58,8 +59,12 @@ else:
     print(f'CUDA absent (torch {torch.__version__} sees no CUDA device)')
 " 2>&1 | tail -n 1)
 echo "$cuda"
+case $cuda in
+  CUDA:*|"CUDA absent"*) ;;
+  *) echo "error: $PYTHON cannot tell whether CUDA is present: $cuda" >&2; exit 2 ;;
+esac
 
-step "CUDA tests (pytest -m cuda)" tests.log "${GPU_CHECK_TESTS_S:-240}" \
+step "CUDA tests (pytest -m cuda)" tests.log "${GPU_CHECK_TESTS_S:-200}" \
   "$PYTHON" -m pytest -q -m cuda -rs -p no:cacheprovider $TESTS
 if [[ $cuda == CUDA:* ]]; then
   step "extraction benchmark" extract.log "${GPU_CHECK_EXTRACT_S:-240}" \

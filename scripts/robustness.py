@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Stage 10: the robustness report card: every trained system under codecs, channels and short clips.
+"""Stage 12: the robustness report card: every trained system under codecs, channels and short clips.
 
     python scripts/robustness.py --config configs/demo.yaml                         # every condition and system
     python scripts/robustness.py --config configs/demo.yaml --conditions clean,mp3_32k,noise_10db --systems aasist

@@ -48,6 +48,7 @@ def start_paused(hook: str, argv: list[str], workdir: Path, timeout: float = 240
         [sys.executable, __file__, hook, str(ready), *map(str, argv)], stdout=log, stderr=log, env=env
     )
     log.close()
+    STARTED.append(proc)
     deadline = time.monotonic() + timeout
     while not ready.is_file():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -57,6 +58,23 @@ def start_paused(hook: str, argv: list[str], workdir: Path, timeout: float = 240
             raise AssertionError(f"the child never reached hook {hook} (exit {proc.returncode}):\n{tail}")
         time.sleep(0.05)
     return proc
+
+
+STARTED: list[subprocess.Popen] = []  # every paused child, so that a failing test leaves none behind
+
+
+def kill_started() -> None:
+    """Kill (with their descendants) the paused children a test did not kill itself."""
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            for pid in descendants(proc.pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            proc.kill()
+            proc.wait(timeout=30)
 
 
 def descendants(pid: int) -> list[int]:
@@ -118,8 +136,10 @@ def _pause(ready: Path) -> None:
     part = ready.with_name(ready.name + ".part")
     part.write_text(str(os.getpid()))
     part.replace(ready)
-    while True:
-        time.sleep(3600)
+    parent = os.getppid()
+    while os.getppid() == parent:  # until killed, or until the test process is gone
+        time.sleep(1)
+    os._exit(3)
 
 
 def _install(hook: str, ready: Path) -> None:

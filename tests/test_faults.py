@@ -28,7 +28,7 @@ import pytest
 import soundfile as sf
 import torch
 from corpus_fixtures import KNOWN, make_tiny_corpus, model_dir
-from fault_injection import kill_hard, leftovers, start_paused, still_running
+from fault_injection import kill_hard, kill_started, leftovers, start_paused, still_running
 from toy_store import SMALL_AASIST
 
 from sourcetracing import trace
@@ -83,6 +83,12 @@ class Experiment:
 
     def audio(self, clip: str) -> Path:
         return self.root / "MLAAD_v5" / clip
+
+
+@pytest.fixture(autouse=True)
+def no_paused_child_outlives_its_test():
+    yield
+    kill_started()
 
 
 @pytest.fixture(scope="module")

@@ -44,6 +44,7 @@ def test_refd_mlaad_config_is_the_original_recipe() -> None:
     assert (t.grad_clip, t.precision) == (0.0, "float32")
     assert component_settings(cfg.model) == {"name": "aasist", **AASIST_DEFAULTS}
     assert cfg.ood.default == "nsd"
+    assert cfg.outputs.train_versions == cfg.augment.versions  # NSD's bank: every train feature file
 
 
 def test_the_original_recipe_builds_the_original_model() -> None:

@@ -177,6 +177,52 @@ def test_a_scorer_registered_from_outside_appears_in_every_systems_report(cfg) -
         SCORERS.unregister("_norm_test")
 
 
+PLUGIN = """
+import numpy as np
+from sourcetracing.ood.scorers import Scorer, register
+
+
+@register("_plugin_norm", defaults={"power": 1.0})
+class PluginNorm(Scorer):
+    needs = ("embeddings",)
+
+    def __init__(self, power: float = 1.0, chunk_size: int = 0):
+        self.power = power
+
+    def score(self, emb, logits):
+        return -(np.linalg.norm(emb, axis=1) ** self.power)
+"""
+
+
+def test_a_plugin_file_named_in_the_config_adds_a_scorer_to_the_step_scripts(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    plugin = tmp_path / "my_scorer.py"
+    plugin.write_text(PLUGIN)
+    exp = tmp_path / "exp"
+    config = tmp_path / "mine.yaml"
+    config.write_text(
+        f"exp_dir: {exp}\nplugins: [{plugin}]\n"
+        "ood: {scorers: [knn, _plugin_norm], _plugin_norm: {power: 2.0}, knn: {k: 3}}\n"
+    )
+    write_outputs(exp, "one", with_logits=False)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "ood_detector.py"
+    run = subprocess.run(
+        [sys.executable, str(script), "--config", str(config), "--system", "one"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    summary = pd.read_csv(exp / "one" / "ood_step" / "ood_summary.csv")
+    assert set(summary["scorer"]) == {"knn", "_plugin_norm"}
+    assert "_plugin_norm" not in SCORERS.names()  # only the child process imported it
+    missing = subprocess.run(
+        [sys.executable, str(script), "--config", str(config), "--system", "one", "plugins=[no_such_mod]"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert missing.returncode != 0 and "plugins: cannot import no_such_mod" in missing.stderr
+
+
 def test_a_front_end_registered_from_outside_has_only_its_settings_in_the_store_hash(tmp_path) -> None:
     class MeanFrames(FrontEnd):
         name = "_frames_test"

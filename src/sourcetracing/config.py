@@ -30,8 +30,11 @@ import argparse
 import copy
 import difflib
 import hashlib
+import importlib
+import importlib.util
 import json
 import math
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -47,6 +50,9 @@ __all__ = ["Config", "ConfigError", "component_settings", "config_hash", "load_c
 STATIC_DEFAULTS: dict[str, Any] = {
     "name": "experiment",
     "exp_dir": "exp/experiment",
+    # modules (dotted names or paths to .py files) imported before anything else: a user's own
+    # front ends, models, encoders or scorers register themselves there and become choosable by name
+    "plugins": [],
     "seed": 0,
     "device": "auto",  # auto | cpu | cuda | cuda:N
     "data": {
@@ -452,14 +458,43 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
+def import_plugins(plugins: Any) -> None:
+    """Import each plugin module (a dotted name or a ``.py`` path) so its components register."""
+    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+        raise ConfigError(f"plugins: expected a list of module names or .py paths, got {plugins!r}")
+    for plugin in plugins:
+        try:
+            if plugin.endswith(".py"):
+                path = Path(plugin).resolve()
+                if not path.is_file():
+                    raise ConfigError(f"plugins: no such file {path}")
+                name = f"sourcetracing_plugin_{hashlib.sha1(str(path).encode()).hexdigest()[:10]}"
+                if name not in sys.modules:
+                    spec = importlib.util.spec_from_file_location(name, path)
+                    module = importlib.util.module_from_spec(spec)
+                    sys.modules[name] = module
+                    spec.loader.exec_module(module)
+            else:
+                importlib.import_module(plugin)
+        except ConfigError:
+            raise
+        except Exception as err:  # an import error or one raised by the plugin itself
+            raise ConfigError(f"plugins: cannot import {plugin}: {type(err).__name__}: {err}") from None
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
     """Read a YAML experiment file (or only the defaults when ``path`` is None) and apply overrides."""
+    data = read_yaml(path) if path is not None else {}
+    parsed = [parse_override(text) for text in overrides or []]
+    plugins = data.get("plugins", [])
+    for keys, value in parsed:
+        if keys == ["plugins"]:
+            plugins = value
+    import_plugins(plugins)  # before the schema: their components add config sections
     tree = schema()
     cfg = copy.deepcopy(tree)
-    data = read_yaml(path) if path is not None else {}
     _merge(cfg, data, tree, tree)
-    for text in overrides or []:
-        keys, value = parse_override(text)
+    for keys, value in parsed:
         nested: Any = value
         for k in reversed(keys):
             nested = {k: nested}

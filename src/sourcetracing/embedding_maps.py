@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from sourcetracing.data.protocols import LabelMap
+from sourcetracing.errors import ConfigError, DataError, MissingInputError
 from sourcetracing.systems.outputs import SystemOutputs
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ def export_embeddings(
     counts = {}
     for split, part in outputs.splits.items():
         if part.embeddings is None:
-            raise ValueError(f"{outputs.system} exports no embeddings")
+            raise DataError(f"{outputs.system} exports no embeddings")
         index = write_split(out, split, part.embeddings, part.rows, label_map, part.logits)
         if original_root is not None:
             write_original_layout(original_root, split, part.embeddings, index)
@@ -114,13 +115,13 @@ def load_embeddings(directory: Path) -> tuple[np.ndarray, pd.DataFrame]:
         emb = np.load(npz)["embeddings"]
         frame = pd.read_csv(csv, keep_default_na=False)
         if len(frame) != len(emb):
-            raise ValueError(f"{npz}: {len(emb)} embeddings but {len(frame)} index rows")
+            raise DataError(f"{npz}: {len(emb)} embeddings but {len(frame)} index rows")
         frame["split"] = npz.stem
         frame["known"] = frame["known"].astype(str).str.lower() == "true"
         embs.append(emb)
         frames.append(frame)
     if not embs:
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"no <split>.npz + <split>.csv embeddings in {directory}: run scripts/generate_embeddings.py"
         )
     return np.concatenate(embs).astype(np.float32), pd.concat(frames, ignore_index=True)
@@ -143,7 +144,7 @@ def project_2d(emb: np.ndarray, method: str = "auto", seed: int = 0) -> tuple[np
                     "--method umap needs umap-learn (pip install umap-learn); or use --method tsne"
                 ) from None
     if method not in ("auto", "umap", "tsne"):
-        raise ValueError(f"unknown method {method!r}; choose auto, umap or tsne")
+        raise ConfigError(f"unknown method {method!r}; choose auto, umap or tsne")
     from sklearn.manifold import TSNE
 
     perplexity = float(min(30.0, max(2.0, (len(x) - 1) / 3.0)))
@@ -170,7 +171,7 @@ def plot_map(
         keep = np.sort(rng.choice(len(emb), size=max_points, replace=False))
         emb, frame = emb[keep], frame.iloc[keep].reset_index(drop=True)
     if len(emb) < 4:
-        raise ValueError(f"need at least 4 points to draw a map, got {len(emb)}")
+        raise DataError(f"need at least 4 points to draw a map, got {len(emb)}")
     xy, used = project_2d(emb, method, seed)
 
     systems = sorted(
@@ -243,7 +244,7 @@ def map_from_outputs(
         if splits and split not in splits:
             continue
         if part.embeddings is None:
-            raise ValueError(f"{outputs.system} exports no embeddings to map")
+            raise DataError(f"{outputs.system} exports no embeddings to map")
         embs.append(part.embeddings)
         frames.append(part.rows.assign(split=split))
     frame = pd.concat(frames, ignore_index=True)

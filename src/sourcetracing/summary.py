@@ -269,10 +269,10 @@ def main(argv: list[str] | None = None) -> int:
             dirs = [Path(cfg.exp_dir)]
             beside = Path(cfg.data.root).parent / "corpus_summary.csv"
             twins_file = twins_file or (beside if beside.is_file() else None)
+        out = args.out or (dirs[0] / "summary.md" if len(dirs) == 1 else None)
+        table, text = summarize(dirs, out, read_twins(twins_file) if twins_file else None)
     except SourceTracingError as err:
         return report_error(err)
-    out = args.out or (dirs[0] / "summary.md" if len(dirs) == 1 else None)
-    table, text = summarize(dirs, out, read_twins(twins_file) if twins_file else None)
     print(text)
     if table.empty:
         return 1

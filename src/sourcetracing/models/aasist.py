@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sourcetracing.components import MODELS
+from sourcetracing.errors import ConfigError
 
 #: The model's default settings: those of the baseline's W2V-AASIST (``model`` config section).
 AASIST_DEFAULTS: dict = {
@@ -173,7 +174,7 @@ class GraphPool(nn.Module):
     def __init__(self, ratio: float, dim: int, dropout: float = 0.3):
         super().__init__()
         if not 0.0 < ratio <= 1.0:
-            raise ValueError(f"pool ratio must be in (0, 1], got {ratio}")
+            raise ConfigError(f"pool ratio must be in (0, 1], got {ratio}")
         self.ratio = ratio
         self.proj = nn.Linear(dim, 1)
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -249,15 +250,15 @@ def _pairs(filts: Sequence) -> list[tuple[int, int]]:
     out = []
     for f in filts:
         if not isinstance(f, (list, tuple)) or len(f) != 2:
-            raise ValueError(f"model.filts must be a list of [in_channels, out_channels] pairs, got {f!r}")
+            raise ConfigError(f"model.filts must be a list of [in_channels, out_channels] pairs, got {f!r}")
         out.append((int(f[0]), int(f[1])))
     if not out or out[0][0] != 1:
-        raise ValueError(
+        raise ConfigError(
             "model.filts: the first block must take 1 input channel, e.g. [[1, 32], [32, 32], ...]"
         )
     for (_, prev_out), (nxt_in, _) in pairwise(out):
         if nxt_in != prev_out:
-            raise ValueError(
+            raise ConfigError(
                 f"model.filts: each block must take the channels the previous one gives, got {filts!r}"
             )
     return out
@@ -266,13 +267,13 @@ def _pairs(filts: Sequence) -> list[tuple[int, int]]:
 def _pool_size(value: Sequence[int], name: str) -> tuple[int, int]:
     size = tuple(int(v) for v in value)
     if len(size) != 2 or min(size) < 1:
-        raise ValueError(f"model.{name} must be two positive sizes [feature, time], got {value!r}")
+        raise ConfigError(f"model.{name} must be two positive sizes [feature, time], got {value!r}")
     return size  # type: ignore[return-value]
 
 
 def _choice(value: str, allowed: Sequence[str], name: str) -> str:
     if value not in allowed:
-        raise ValueError(f"model.{name} must be one of {', '.join(allowed)}; got {value!r}")
+        raise ConfigError(f"model.{name} must be one of {', '.join(allowed)}; got {value!r}")
     return value
 
 
@@ -304,9 +305,11 @@ class AASIST(nn.Module):
     ):
         super().__init__()
         if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+            raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
         if len(gat_dims) != 2 or len(pool_ratios) != 4 or len(temperatures) != 4:
-            raise ValueError("model.gat_dims needs 2 values, model.pool_ratios and model.temperatures 4 each")
+            raise ConfigError(
+                "model.gat_dims needs 2 values, model.pool_ratios and model.temperatures 4 each"
+            )
         pairs = _pairs(filts)
         self.first_pool = _pool_size(first_pool, "first_pool")
         self.block_pool = _pool_size(block_pool, "block_pool")
@@ -320,7 +323,7 @@ class AASIST(nn.Module):
         self._time_pools = [self.first_pool[1]] + [self.block_pool[1]] * len(pairs)
         n_freq = _pooled(self.in_proj_dim, self._freq_pools)
         if n_freq < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"model.in_proj_dim={in_proj_dim} is too small for the feature pools {self._freq_pools} "
                 f"(needs at least {math.prod(self._freq_pools)})"
             )
@@ -396,7 +399,7 @@ class AASIST(nn.Module):
             ("temporal", _pooled(int(frames), self._time_pools), *self.pool_ratios[1::2]),
         ):
             if nodes < 1:
-                raise ValueError(
+                raise ConfigError(
                     f"AASIST needs at least {self.min_frames} frames (time pools {self._time_pools}), "
                     f"got {frames}"
                 )
@@ -430,11 +433,11 @@ class AASIST(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if x.dim() != 3 or x.size(-1) != self.input_dim:
-            raise ValueError(
+            raise ConfigError(
                 f"AASIST expects [batch, frames, {self.input_dim}] features, got {tuple(x.shape)}"
             )
         if x.size(1) < self.min_frames:
-            raise ValueError(
+            raise ConfigError(
                 f"AASIST needs at least {self.min_frames} frames (time pools {self._time_pools}), "
                 f"got {x.size(1)}"
             )
@@ -522,9 +525,9 @@ def state_dict_to_original(state: Mapping[str, torch.Tensor]) -> dict[str, torch
     projection.
     """
     if any(key.startswith("embed.") for key in state):
-        raise ValueError("the original W2VAASIST has no embedding projection: use embedding_dim=None")
+        raise ConfigError("the original W2VAASIST has no embedding projection: use embedding_dim=None")
     if not any(key.startswith("node_attention.") for key in state):
-        raise ValueError("the original W2VAASIST pools nodes by attention: use node_pooling='attention'")
+        raise ConfigError("the original W2VAASIST pools nodes by attention: use node_pooling='attention'")
     out = {}
     for key, value in state.items():
         key = ".".join(_TO_ORIGINAL_NAMES.get(part, part) for part in key.split("."))

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sourcetracing.components import ENCODERS
+from sourcetracing.errors import ConfigError
 
 LOSS_VARIANTS = ("softmax", "contrast")
 LOSSES = (*LOSS_VARIANTS, "aam")
@@ -88,7 +89,7 @@ def ge2e_per_clip(sim: torch.Tensor, variant: str) -> torch.Tensor:
         # sigmoid is monotone: the max of sigmoids is the sigmoid of the max (same value and gradient)
         hardest = sim.masked_fill(own, float("-inf")).amax(dim=-1)
         return 1.0 - torch.sigmoid(pos) + torch.sigmoid(hardest)
-    raise ValueError(f"unknown GE2E loss variant {variant!r}; choose one of {LOSS_VARIANTS}")
+    raise ConfigError(f"unknown GE2E loss variant {variant!r}; choose one of {LOSS_VARIANTS}")
 
 
 class GE2ELoss(nn.Module):
@@ -114,11 +115,11 @@ class GE2ELoss(nn.Module):
         super().__init__()
         self.cos_floor = cos_floor
         if variant not in LOSS_VARIANTS:
-            raise ValueError(f"unknown GE2E loss variant {variant!r}; choose one of {LOSS_VARIANTS}")
+            raise ConfigError(f"unknown GE2E loss variant {variant!r}; choose one of {LOSS_VARIANTS}")
         if reduction not in ("mean", "sum"):
-            raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+            raise ConfigError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
         if init_w <= 0:
-            raise ValueError(f"init_w must be positive, got {init_w}")
+            raise ConfigError(f"init_w must be positive, got {init_w}")
         self.variant = variant
         self.reduction = reduction
         self.w = nn.Parameter(torch.tensor(float(init_w)))
@@ -204,7 +205,7 @@ class FeatureEncoder(nn.Module):
     ):
         super().__init__()
         if pooling not in ("attentive", "mean"):
-            raise ValueError(f"ge2e.pooling must be 'attentive' or 'mean', got {pooling!r}")
+            raise ConfigError(f"ge2e.pooling must be 'attentive' or 'mean', got {pooling!r}")
         self.input_norm = nn.BatchNorm1d(input_dim)
         self.convs = nn.Sequential(
             nn.Conv1d(input_dim, channels, kernel_size=5, padding=2),

@@ -180,7 +180,7 @@ def full_path(
 
 def _defaults(args: argparse.Namespace, device: torch.device) -> None:
     cuda = device.type == "cuda"
-    cpus = os.cpu_count() or 1
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     for name, on_cuda, on_cpu in (
         ("clips", 2048, 16),
         ("ref_clips", 128, 8),
