@@ -249,6 +249,6 @@ def test_the_original_cosine_floor_stops_gradients_through_negative_cosines() ->
     emb = torch.tensor([[[1.0, 0.0], [0.9, 0.1]], [[-1.0, 0.0], [-0.9, -0.1]]], requires_grad=True)
     floored = GE2ELoss(10.0, -5.0, cos_floor=1e-6)
     sim = floored.similarity(emb)
-    assert float(sim.min()) == pytest.approx(10.0 * 1e-6 - 5.0)  # negative cosines clamped
+    assert float(sim.min().detach()) == pytest.approx(10.0 * 1e-6 - 5.0)  # negative cosines clamped
     plain = GE2ELoss(10.0, -5.0).similarity(emb)
     assert float(plain.min()) < -14.0  # about 10 * (-1) - 5 without the floor
