@@ -152,7 +152,7 @@ def eligible(layout: ExperimentLayout, system: str) -> str | None:
         return "it has no exported outputs with embeddings"
     if not sys_layout.best.is_file():
         return "it has no checkpoint to embed clips with"
-    thresholds = sys_layout.ood / "thresholds.json"
+    thresholds = sys_layout.thresholds
     if not thresholds.is_file():
         return "it has no OOD step yet (scripts/ood_detector.py)"
     if not embedding_scorers(sys_layout.ood, json.loads(thresholds.read_text())):
@@ -423,7 +423,7 @@ def measure_enrolment(
     )
     rerun = f"python scripts/ood_detector.py --config <your config> --system {system}"
     require_same(ood_manifest["inputs"].get("outputs"), outputs.outputs_id, f"{system}'s outputs", rerun)
-    info = json.loads((sys_layout.ood / "thresholds.json").read_text())
+    info = json.loads((sys_layout.thresholds).read_text())
     scorer_name = choose_scorer(info, embedding_scorers(sys_layout.ood, info))
     scorer = Scorer.load(sys_layout.ood / f"scorer_{scorer_name}.npz")
     threshold = float(info["scorers"][scorer_name]["threshold"])

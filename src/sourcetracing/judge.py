@@ -24,7 +24,7 @@ import pandas as pd
 from sourcetracing.components import SCORERS
 from sourcetracing.config import Config
 from sourcetracing.errors import ConfigError, DataError
-from sourcetracing.layout import ExperimentLayout
+from sourcetracing.layout import KNOWN_METRICS, THRESHOLDS, ExperimentLayout
 from sourcetracing.metrics import write_classification_outputs, write_metrics_json
 from sourcetracing.ood.report import write_ood_report
 from sourcetracing.ood.scorers import (
@@ -137,7 +137,7 @@ def known_class_metrics(cfg: Config, system: str, outputs: SystemOutputs | None 
                 if split in results:
                     results[split]["ece"] = ece["calibrated"]
                     results[split]["ece_raw"] = ece["raw"]
-        write_metrics_json(tmp / "metrics.json", results)
+        write_metrics_json(tmp / KNOWN_METRICS, results)
         write_manifest(tmp, "known_class_metrics", {"outputs": outputs.outputs_id}, system=system)
     return results
 
@@ -233,11 +233,11 @@ def ood_step(
         summary = write_ood_report(
             tmp, scores, frames, {s: preds[s] for s in eval_splits}, outputs.class_names, default
         )
-        info = json.loads((tmp / "thresholds.json").read_text())
+        info = json.loads((tmp / THRESHOLDS).read_text())
         info.update(system=system, outputs_id=outputs.outputs_id, class_names=outputs.class_names)
         for name, record in tuning.items():
             info["scorers"][name]["tuning"] = record
-        (tmp / "thresholds.json").write_text(json.dumps(info, indent=2))
+        (tmp / THRESHOLDS).write_text(json.dumps(info, indent=2))
         _reliability_png(tmp / "reliability.png", outputs, info, scores)
         write_manifest(tmp, "ood_step", {"outputs": outputs.outputs_id}, system=system)
     return summary
@@ -319,7 +319,7 @@ def judge_system(cfg: Config, system: str, requested: list[str] | None = None) -
     print_known(system, results)
     summary = ood_step(cfg, system, requested, outputs)
     sys_layout = ExperimentLayout.of(cfg).system(system)
-    default = json.loads((sys_layout.ood / "thresholds.json").read_text()).get("default")
+    default = json.loads((sys_layout.thresholds).read_text()).get("default")
     print_ood(system, summary, default)
     print(f"results in {sys_layout.results} and {sys_layout.ood}")
     return results, summary

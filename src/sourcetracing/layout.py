@@ -35,6 +35,11 @@ SUMMARY = "summary.md"
 MANIFEST = "manifest.json"
 KEY = "key.tsv"
 ENROLLED = "enrolled.json"
+# files inside a system's folders
+THRESHOLDS = "thresholds.json"  # ood_step/: per scorer the dev threshold, calibration, the default
+OOD_SUMMARY = "ood_summary.csv"  # ood_step/: one row per scorer x split x subset
+KNOWN_METRICS = "metrics.json"  # results/: known-class metrics per split
+OUTPUTS_META = "meta.json"  # outputs/: system, class names, what it exports
 
 
 @dataclass(frozen=True)
@@ -76,8 +81,20 @@ class SystemLayout:
         return self.root / "results"
 
     @property
+    def known_metrics(self) -> Path:
+        return self.results / KNOWN_METRICS
+
+    @property
     def ood(self) -> Path:
         return self.root / "ood_step"
+
+    @property
+    def thresholds(self) -> Path:
+        return self.ood / THRESHOLDS
+
+    @property
+    def ood_summary(self) -> Path:
+        return self.ood / OOD_SUMMARY
 
     @property
     def embeddings(self) -> Path:
@@ -154,5 +171,5 @@ class ExperimentLayout:
         return [
             SystemLayout(p)
             for p in sorted(self.root.iterdir())
-            if p.is_dir() and (p / "outputs" / "meta.json").is_file()
+            if p.is_dir() and (SystemLayout(p).outputs / OUTPUTS_META).is_file()
         ]

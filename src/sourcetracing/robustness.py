@@ -198,7 +198,7 @@ def why_not_runnable(cfg: Config, name: str) -> str | None:
         return f"{model_path(cfg, name)} not found: rerun the step that exports '{name}'"
     if task != "reference" and not sys_layout.best.is_file():
         return f"{sys_layout.best} not found: it has no checkpoint to run"
-    if not (sys_layout.ood / "thresholds.json").is_file():
+    if not (sys_layout.thresholds).is_file():
         return f"no OOD step in {sys_layout.ood}: run python scripts/ood_detector.py --config <your config> --system {name}"
     if not list(sys_layout.ood.glob("scorer_*.npz")):
         return f"its OOD step saved no fitted scorer (scorer_<name>.npz in {sys_layout.ood})"
@@ -270,7 +270,7 @@ def load_runner(cfg: Config, name: str, device: torch.device) -> SystemRunner:
     rerun_ood = f"python scripts/ood_detector.py --config <your config> --system {name}"
     ood_manifest = read_manifest(sys_layout.ood, f"the OOD step of '{name}'", rerun_ood)
     require_same(ood_manifest["inputs"].get("outputs"), clean.outputs_id, f"{name}'s outputs", rerun_ood)
-    thresholds = json.loads((sys_layout.ood / "thresholds.json").read_text())
+    thresholds = json.loads((sys_layout.thresholds).read_text())
     scorers = {
         scorer: Scorer.load(sys_layout.ood / f"scorer_{scorer}.npz")
         for scorer in thresholds.get("scorers", {})
@@ -690,7 +690,7 @@ def plot_heatmaps(table: pd.DataFrame, out_dir: str | Path, split: str = "eval")
 def read_table(path: str | Path) -> pd.DataFrame:
     """``robustness.csv`` of an experiment folder (or the CSV itself)."""
     path = Path(path)
-    csv = path / "robustness" / CSV if path.is_dir() else path
+    csv = ExperimentLayout(path, path / "features").robustness / CSV if path.is_dir() else path
     if not csv.is_file():
         raise MissingInputError(f"{csv} not found: run python scripts/robustness.py --config <config> first")
     return pd.read_csv(csv)

@@ -49,7 +49,7 @@ import pandas as pd
 from sourcetracing.config import Config, load_config
 from sourcetracing.data.protocols import clip_id_of, language_of, prepare_splits
 from sourcetracing.errors import DataError, MissingInputError, WouldOverwriteError
-from sourcetracing.layout import ExperimentLayout
+from sourcetracing.layout import THRESHOLDS, ExperimentLayout
 from sourcetracing.provenance import atomic_dir, data_digest, file_digest, write_manifest
 from sourcetracing.systems.outputs import (
     SCORE_PREFIX,
@@ -415,7 +415,7 @@ def evaluate_scores(
         "train_ignored": matched.train_ignored,
         "known_class": results,
         "summary": summary,
-        "default": json.loads((sys_layout.ood / "thresholds.json").read_text())["default"],
+        "default": json.loads((sys_layout.thresholds).read_text())["default"],
     }
 
 
@@ -423,7 +423,7 @@ def write_posteriors(ood_dir: Path, target: Path, outputs: SystemOutputs, prior:
     """Per clip and detector: dev-calibrated llr, P(unseen) at ``prior``, the dev-EER decision; and DCFs."""
     from sourcetracing.ood.calibration import LogisticCalibration, actual_dcf, min_dcf
 
-    info = json.loads((ood_dir / "thresholds.json").read_text())
+    info = json.loads((ood_dir / THRESHOLDS).read_text())
     dcf_rows = []
     with atomic_dir(target) as tmp:
         for split in [s for s in outputs.splits if s != "train"]:

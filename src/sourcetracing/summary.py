@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sourcetracing.layout import ExperimentLayout
+from sourcetracing.layout import OUTPUTS_META, ExperimentLayout, SystemLayout
 
 METRICS = {
     "eval_macro_f1": "known-class eval macro-F1",
@@ -39,7 +39,7 @@ def _system_dirs(exp_dir: Path) -> list[Path]:
     return [
         p
         for p in sorted(exp_dir.iterdir())
-        if (p / "results" / "metrics.json").is_file() and (p / "ood_step" / "ood_summary.csv").is_file()
+        if SystemLayout(p).known_metrics.is_file() and SystemLayout(p).ood_summary.is_file()
     ]
 
 
@@ -53,9 +53,9 @@ def experiment_rows(exp_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
         notes.append(f"{exp_dir}: no judged system yet (results/ + ood_step/)")
     for folder in dirs:
         sys_layout = layout.system(folder.name)
-        known = json.loads((sys_layout.results / "metrics.json").read_text())
-        summary = pd.read_csv(sys_layout.ood / "ood_summary.csv")
-        default = json.loads((sys_layout.ood / "thresholds.json").read_text()).get("default")
+        known = json.loads((sys_layout.known_metrics).read_text())
+        summary = pd.read_csv(sys_layout.ood_summary)
+        default = json.loads((sys_layout.thresholds).read_text()).get("default")
         for scorer, part in summary.groupby("scorer", sort=False):
 
             def pick(split: str, subset: str = "all", frame: pd.DataFrame = part) -> pd.Series | None:
@@ -87,7 +87,7 @@ def machines(exp_dirs: Sequence[str | Path]) -> list[str]:
     found = []
     for exp in exp_dirs:
         for folder in _system_dirs(Path(exp)):
-            meta = folder / "outputs" / "meta.json"
+            meta = SystemLayout(folder).outputs / OUTPUTS_META
             name = json.loads(meta.read_text()).get("machine") if meta.is_file() else None
             if name and name not in found:
                 found.append(name)
@@ -96,7 +96,7 @@ def machines(exp_dirs: Sequence[str | Path]) -> list[str]:
 
 def per_unseen_system(exp_dir: str | Path, system: str, scorer: str) -> pd.Series:
     """Eval AUROC of each unseen system (its clips against all known clips) for one system and scorer."""
-    summary = pd.read_csv(Path(exp_dir) / system / "ood_step" / "ood_summary.csv")
+    summary = pd.read_csv(SystemLayout(Path(exp_dir) / system).ood_summary)
     sel = summary[
         (summary["scorer"] == scorer)
         & (summary["split"] == "eval")

@@ -150,7 +150,7 @@ class Tracer:
         dev = resolve_device(device or cfg.device)
         expected = LabelMap.read(cfg.exp_dir) if layout.label_map.is_file() else None
         model, ckpt = load_model(sys_layout.best, dev, expected_label_map=expected)
-        info = json.loads((sys_layout.ood / "thresholds.json").read_text())
+        info = json.loads((sys_layout.thresholds).read_text())
         requested = scorer or cfg.trace.scorer
         enrolment = enrolled_into(layout, name, checkpoint_id(sys_layout.best), info) if enrolled else None
         chosen = enrolment.scorer_name(requested) if enrolment else requested or info.get("default")

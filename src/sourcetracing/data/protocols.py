@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 import pandas as pd
 
 from sourcetracing.errors import DataError, MissingInputError
+from sourcetracing.layout import LABEL_ASSIGNMENT, LABEL_MAP
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +151,8 @@ class LabelMap:
         lines = [f"{name.ljust(50)}|{str(i).ljust(3)}|ID" for i, name in enumerate(self.known)]
         offset = len(self.known)
         lines += [f"{name.ljust(50)}|{str(offset + i).ljust(3)}|OOD" for i, name in enumerate(self.ood)]
-        (exp_dir / "label_assignment.txt").write_text("\n".join(lines) + "\n")
-        with open(exp_dir / "label_map.csv", "w", newline="") as fh:
+        (exp_dir / LABEL_ASSIGNMENT).write_text("\n".join(lines) + "\n")
+        with open(exp_dir / LABEL_MAP, "w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(["system", "system_id", "label", "status"])
             for i, name in enumerate(self.known):
@@ -161,7 +162,7 @@ class LabelMap:
 
     @classmethod
     def read(cls, exp_dir: str | Path) -> LabelMap:
-        path = Path(exp_dir) / "label_map.csv"
+        path = Path(exp_dir) / LABEL_MAP
         if not path.is_file():
             raise MissingInputError(f"{path} not found: run scripts/preprocess_dataset.py --check first")
         df = pd.read_csv(path, keep_default_na=False)

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import classification_report, roc_curve
 
+from sourcetracing.layout import OOD_SUMMARY, THRESHOLDS
 from sourcetracing.ood.calibration import LogisticCalibration, cllr, min_cllr
 from sourcetracing.ood.metrics import (
     auroc,
@@ -270,8 +271,8 @@ def write_ood_report(
     if default_scorer == "auto":
         default_scorer = select_on_dev(thresholds)
     summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
-    summary.to_csv(out / "ood_summary.csv", index=False)
-    (out / "thresholds.json").write_text(
+    summary.to_csv(out / OOD_SUMMARY, index=False)
+    (out / THRESHOLDS).write_text(
         json.dumps(
             {"default": default_scorer, "rule": "score >= threshold => OOD", "scorers": thresholds}, indent=2
         )

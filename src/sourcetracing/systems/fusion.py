@@ -123,7 +123,7 @@ def _closed_set_source(cfg: Config, members: list[str]) -> str:
     layout = ExperimentLayout.of(cfg)
     best, best_f1 = members[0].split(":")[0], -1.0
     for system in dict.fromkeys(m.split(":")[0] for m in members):
-        metrics = layout.system(system).results / "metrics.json"
+        metrics = layout.system(system).known_metrics
         if metrics.is_file():
             f1 = json.loads(metrics.read_text()).get("dev", {}).get("macro_f1", -1.0)
             if f1 > best_f1:

@@ -176,7 +176,7 @@ class Trainer:
             "best": plain(self.best),
         }
 
-    def _save(self, name: str, epoch: int, metrics: Mapping, full: bool) -> None:
+    def _save(self, path: Path, epoch: int, metrics: Mapping, full: bool) -> None:
         payload = self._payload(epoch, metrics)
         if full:
             payload.update(
@@ -186,7 +186,7 @@ class Trainer:
                 rng=rng_state(),
                 history=[plain(h) for h in self.history],
             )
-        save_checkpoint(self.system.models / name, payload)
+        save_checkpoint(path, payload)
 
     def prepare(self, resume: bool, force: bool) -> None:
         """Resume from ``last.pt``, or make sure starting over loses nothing without ``--force``."""
@@ -344,9 +344,9 @@ class Trainer:
                         "epoch": epoch,
                         "tiebreak": float(row["train_loss"]),
                     }
-                    self._save("best.pt", epoch, row, full=False)
+                    self._save(self.system.best, epoch, row, full=False)
                     tag = "  *best*"
-                self._save("last.pt", epoch, row, full=True)
+                self._save(self.system.last, epoch, row, full=True)
                 self.write_metrics()
                 shown = "  ".join(
                     f"{k} {v:.4f}"
