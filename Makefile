@@ -6,7 +6,7 @@ DEMO_CONFIG ?= configs/demo.yaml
 DEMO_DATA ?= data/demo
 DEMO_EXP ?= exp/demo
 
-.PHONY: install test test-fast lint demo demo-seeds demo-hard demo-hard-seeds demo-corpus clean-demo benchmarks gpu-check robustness-demo
+.PHONY: install test test-fast lint demo demo-seeds demo-hard demo-hard-seeds demo-corpus clean-demo benchmarks gpu-check robustness-demo enrolment-demo
 
 $(VENV)/.installed: requirements.txt requirements-demo.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -70,10 +70,15 @@ demo-hard-seeds: install
 CODEC_OVERRIDES ?= exp_dir=$(DEMO_EXP)_codec features.dir=$(DEMO_EXP)/features \
 	'augment.versions=[original,reverb,noise,music,speech,codec]'
 robustness-demo: install
-	PYTHON=$(PY) ./run.sh --config $(DEMO_CONFIG) --stage 12 --stop-stage 12
+	PYTHON=$(PY) ./run.sh --config $(DEMO_CONFIG) --stage 12 --stop-stage 12 -- exp_dir=$(DEMO_EXP)
 	PYTHON=$(PY) ./run.sh --config $(DEMO_CONFIG) --stage 1 --stop-stage 7 -- $(CODEC_OVERRIDES)
 	PYTHON=$(PY) ./run.sh --config $(DEMO_CONFIG) --stage 12 --stop-stage 12 -- $(CODEC_OVERRIDES)
 	$(PY) scripts/robustness.py --compare $(DEMO_EXP) $(DEMO_EXP)_codec | tee $(DEMO_EXP)_codec/robustness/compare.txt
+
+# After `make demo` (or demo-seeds with DEMO_EXP=exp/demo_s0): enrol each dev-unseen system from
+# 1, 3, 5, 10 of its dev clips in turn, from the exported outputs (no model runs, no retraining).
+enrolment-demo: install
+	$(PY) scripts/enroll.py --config $(DEMO_CONFIG) --measure exp_dir=$(DEMO_EXP)
 
 clean-demo:
 	rm -rf $(DEMO_DATA) $(DEMO_EXP) $(DEMO_EXP)_codec
