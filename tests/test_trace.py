@@ -20,6 +20,8 @@ from sourcetracing.features.extract import run_extraction
 from sourcetracing.judge import judge_system
 from sourcetracing.layout import ExperimentLayout
 from sourcetracing.systems.export import export_classifier
+from sourcetracing.systems.mfcc import export_mfcc
+from sourcetracing.systems.stats import export_stats
 from sourcetracing.training.classifier import train_classifier
 from sourcetracing.training.ge2e import train_ge2e
 
@@ -34,7 +36,7 @@ def experiment(tmp_path_factory):
         overrides={
             "model": {"aasist": SMALL_AASIST}, "train": {"epochs": 1, "batch_size": 8},
             "ge2e": {**SMALL_GE2E, "n_clips": 2, "epochs": 1}, "ood": {"knn": {"k": 2}},
-            "augment": {"versions": ["original", "noise"]},
+            "augment": {"versions": ["original", "noise"]}, "stats": {"augment": ["noise"]},
         },
     )  # fmt: skip
     cfg = corpus.cfg
@@ -46,6 +48,10 @@ def experiment(tmp_path_factory):
     judge_system(cfg, "aasist")
     train_ge2e(cfg)
     judge_system(cfg, "ge2e")
+    export_mfcc(cfg, 1)
+    judge_system(cfg, "mfcc")
+    export_stats(cfg, 1)
+    judge_system(cfg, "stats")
     return corpus, cfg
 
 
@@ -57,7 +63,7 @@ def test_find_audio_recursive(tmp_path) -> None:
     assert [p.name for p in found] == ["z.mp3", "y.FLAC", "x.wav", "w.ogg", "missing.wav"]
 
 
-@pytest.mark.parametrize("system", ["aasist", "ge2e"])
+@pytest.mark.parametrize("system", ["aasist", "ge2e", "mfcc", "stats"])
 def test_trace_reproduces_the_pipeline_scores_of_dev_clips(experiment, system) -> None:
     corpus, cfg = experiment
     sys_layout = ExperimentLayout.of(cfg).system(system)
@@ -121,3 +127,21 @@ def test_a_retrained_model_or_a_stale_ood_step_is_refused(experiment, tmp_path) 
     judge_system(cfg2, "aasist")
     assert (trace.Tracer.load(cfg2, "aasist").trace([clip])["status"] == "ok").all()
     assert system.best.is_file()
+
+
+def test_a_statistics_model_refitted_after_its_export_is_refused(experiment, tmp_path) -> None:
+    from sourcetracing.systems.mfcc import ReferenceModel, model_path
+
+    corpus, cfg = experiment
+    copy = tmp_path / "exp"
+    shutil.copytree(cfg.exp_dir, copy)
+    cfg2 = load_config(
+        corpus.config_path, [f"exp_dir={copy}", f"features.dir={Path(cfg.exp_dir) / 'features'}"]
+    )
+    path = model_path(cfg2, "mfcc")
+    model = ReferenceModel.load(path)
+    model.coef = model.coef * 1.5  # another fit than the one the outputs and OOD step came from
+    model.save(path)
+    with pytest.raises(StaleInputError, match="the step that exports 'mfcc'"):
+        trace.Tracer.load(cfg2, "mfcc")
+

@@ -262,7 +262,7 @@ class SystemRunner:
 
 def load_runner(cfg: Config, name: str, device: torch.device) -> SystemRunner:
     """Load a system the way ``trace.py`` does, after checking that its parts belong together."""
-    from sourcetracing.systems.mfcc import ReferenceModel, model_path
+    from sourcetracing.systems.mfcc import load_checked, model_path
     from sourcetracing.training.checkpoint import checkpoint_id, load_model
 
     sys_layout = ExperimentLayout.of(cfg).system(name)
@@ -281,13 +281,8 @@ def load_runner(cfg: Config, name: str, device: torch.device) -> SystemRunner:
     task = str(clean.meta.get("task"))
     expected = LabelMap.read(cfg.exp_dir) if ExperimentLayout.of(cfg).label_map.is_file() else None
     if task == "reference":
-        path = model_path(cfg, name)
-        model: Any = ReferenceModel.load(path)
-        model_id = file_digest(path)
-        require_same(
-            clean.manifest.get("inputs", {}).get("model"), model_id, str(path),
-            f"the step that exports '{name}'",
-        )  # fmt: skip
+        model: Any = load_checked(cfg, name, clean.manifest.get("inputs", {}).get("model"))
+        model_id = file_digest(model_path(cfg, name))
         label_map = LabelMap(known=list(model.class_names), ood=[])
     else:
         model, ckpt = load_model(sys_layout.best, device, expected_label_map=expected)

@@ -11,8 +11,12 @@ Before anything runs, the parts are checked to belong together: the OOD step mus
 from the system's current outputs, the outputs from the current checkpoint, and the checkpoint's
 known systems must be the experiment's; a mismatch is one line naming the step to rerun.
 
-Features are computed as the feature store computes them: the experiment's front end on the
-deterministic crop (``crop_or_pad`` without a random generator), cast through float16. Folders are
+Any system with a model that runs on audio can trace (``--system`` / ``trace.system``): the
+classifier and GE2E through their best checkpoint, the MFCC reference and the statistics system
+(``mfcc``, ``stats``) through their saved standardiser, projection and regression on the
+statistics of the whole clip. Features are computed as the feature store computes them: the
+experiment's front end on the deterministic crop (``crop_or_pad`` without a random generator),
+cast through float16. Folders are
 searched recursively for audio files; a file that cannot be read gives a row with the error
 instead of stopping the run. Each run writes a new ``<exp_dir>/trace/trace_<time>.csv`` (or
 ``--out``, which must not exist yet: no earlier results file is ever replaced); the exit code is 1
@@ -41,7 +45,7 @@ from sourcetracing.config import Config, load_config, resolve_device
 from sourcetracing.data.protocols import LabelMap
 from sourcetracing.errors import MissingInputError, SourceTracingError, WouldOverwriteError
 from sourcetracing.features.store import to_store_dtype
-from sourcetracing.layout import ExperimentLayout
+from sourcetracing.layout import OUTPUTS_META, ExperimentLayout
 from sourcetracing.progress import progress
 from sourcetracing.provenance import read_manifest, require_same
 from sourcetracing.systems.export import check_outputs_current
@@ -134,25 +138,29 @@ class Tracer:
         require_same(
             ood_manifest["inputs"].get("outputs"), out_manifest.get("id"), f"{name}'s outputs", rerun_ood
         )
-        if not sys_layout.best.is_file():
-            raise TraceError(f"{sys_layout.best} not found: '{name}' has no checkpoint to trace with")
-        rerun_export = (
-            f"python scripts/ood_detector.py --config <your config> --system {name} --feature_extraction_step"
-        )
-        require_same(
-            out_manifest["inputs"].get("checkpoint"),
-            checkpoint_id(sys_layout.best),
-            f"{sys_layout.best}",
-            rerun_export,
-        )
-        # the outputs (hence checkpoint and OOD step) must come from the experiment's current store and labels
-        check_outputs_current(cfg, name, out_manifest.get("inputs", {}))
+        meta = json.loads((sys_layout.outputs / OUTPUTS_META).read_text())
         dev = resolve_device(device or cfg.device)
         expected = LabelMap.read(cfg.exp_dir) if layout.label_map.is_file() else None
-        model, ckpt = load_model(sys_layout.best, dev, expected_label_map=expected)
+        if meta.get("task") == "reference":  # the MFCC reference or the statistics system
+            model, ckpt = _statistics_model(cfg, name, out_manifest, expected)
+        else:
+            if not sys_layout.best.is_file():
+                raise TraceError(f"{sys_layout.best} not found: '{name}' has no checkpoint to trace with")
+            rerun_export = f"python scripts/ood_detector.py --config <your config> --system {name} --feature_extraction_step"
+            require_same(
+                out_manifest["inputs"].get("checkpoint"),
+                checkpoint_id(sys_layout.best),
+                f"{sys_layout.best}",
+                rerun_export,
+            )
+            model, ckpt = load_model(sys_layout.best, dev, expected_label_map=expected)
+        # the outputs (hence model and OOD step) must come from the experiment's current store and labels
+        check_outputs_current(cfg, name, out_manifest.get("inputs", {}))
         info = json.loads((sys_layout.thresholds).read_text())
         requested = scorer or cfg.trace.scorer
-        enrolment = enrolled_into(layout, name, checkpoint_id(sys_layout.best), info) if enrolled else None
+        enrolment = None
+        if enrolled and ckpt["task"] != "reference":
+            enrolment = enrolled_into(layout, name, checkpoint_id(sys_layout.best), info)
         chosen = enrolment.scorer_name(requested) if enrolment else requested or info.get("default")
         if chosen not in info.get("scorers", {}):
             raise TraceError(
@@ -180,7 +188,7 @@ class Tracer:
         centroids = None
         classes = list(ckpt["label_map"]["known"])
         fitted = Scorer.load(state)
-        if ckpt["task"] != "classifier" or enrolment:
+        if ckpt["task"] == "ge2e" or enrolment:
             from sourcetracing.ood.scorers import class_centroids
             from sourcetracing.systems.outputs import SystemOutputs
 
@@ -190,21 +198,42 @@ class Tracer:
             if enrolment:  # nearest centroid over known + enrolled, the scorer's state extended
                 centroids, fitted, temperature = enrolment.extend(centroids, fitted, outputs)
                 classes += enrolment.names
+        num_samples = int(prov.get("num_samples", 0)) or int(round(cfg.data.max_len_s * cfg.data.sample_rate))
+        min_len_s = float(cfg.data.min_len_s)
+        if ckpt["task"] == "reference":  # the statistics' own crop (0: the whole clip) and minimum length
+            num_samples, min_len_s = (
+                int(prov["num_samples"]),
+                float(model.settings.get("min_len_s", min_len_s)),
+            )
         return cls(
             cfg, name, model, ckpt["task"], classes, chosen, fitted,
             float(entry["threshold"]), calibration, temperature, centroids, frontend,
-            int(prov.get("sample_rate", cfg.data.sample_rate)), int(prov.get("num_samples", 0)) or int(round(cfg.data.max_len_s * cfg.data.sample_rate)),
-            float(cfg.data.min_len_s), dev, enrolled=tuple(enrolment.names if enrolment else ()),
+            int(prov.get("sample_rate", cfg.data.sample_rate)), num_samples,
+            min_len_s, dev, enrolled=tuple(enrolment.names if enrolment else ()),
         )  # fmt: skip
 
     @torch.no_grad()
     def outputs(self, waves: np.ndarray) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
-        """``(logits or None, embeddings, class scores)`` of ``[B, samples]`` waves."""
-        x = torch.from_numpy(np.ascontiguousarray(waves, dtype=np.float32)).to(self.device)
-        if self.frontend is not None:
-            x = to_store_dtype(self.frontend(x)).to(torch.float32)
+        """``(logits or None, embeddings, class scores)`` of ``[B, samples]`` waves (a list of waves of
+        any length for the statistics systems)."""
         from sourcetracing.ood.scorers import centroid_similarities
+        from sourcetracing.systems.utterance_features import clip_statistics
 
+        if self.task != "reference":
+            x = torch.from_numpy(np.ascontiguousarray(waves, dtype=np.float32)).to(self.device)
+            if self.frontend is not None:
+                x = to_store_dtype(self.frontend(x)).to(torch.float32)
+
+        if self.task == "reference":  # statistics of the whole clip (or its crop), then the saved model
+            settings = self.model.settings
+            stats = [
+                clip_statistics(
+                    w, self.sample_rate, settings.get("groups", ["mfcc"]), n_mfcc=int(settings["n_mfcc"])
+                )[0]
+                for w in waves
+            ]
+            emb, logits = self.model.apply(np.stack(stats))
+            return logits, emb, logits
         if self.task == "classifier":
             logits, emb = self.model(x)
             logits = logits.float().cpu().numpy()
@@ -224,12 +253,13 @@ class Tracer:
         ok, waves, errors = [], [], []
         for f in files:
             try:
-                waves.append(
-                    crop_or_pad(load_audio(f, self.sample_rate, min_len_s=self.min_len_s), self.num_samples)
-                )
+                wave = load_audio(f, self.sample_rate, min_len_s=self.min_len_s)
+                waves.append(crop_or_pad(wave, self.num_samples) if self.num_samples else wave)
                 ok.append(f)
             except Exception as err:  # noqa: BLE001 - any unreadable file is reported, not raised
                 errors.append((str(f), str(err)))
+        if not self.num_samples:  # whole clips (statistics systems without a crop): their own lengths
+            return ok, waves, errors
         stacked = np.stack(waves) if waves else np.zeros((0, self.num_samples), dtype=np.float32)
         return ok, stacked, errors
 
@@ -294,6 +324,28 @@ class Tracer:
         order = {str(f): i for i, f in enumerate(files)}
         df = pd.DataFrame(rows, columns=RESULT_COLUMNS)
         return df.sort_values("path", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
+
+
+def _statistics_model(cfg: Config, name: str, out_manifest: dict, expected: LabelMap | None) -> tuple:
+    """A statistics system's saved model, checked against its outputs and the experiment's known
+    systems, and what tracing needs of it (as a checkpoint would give it)."""
+    from sourcetracing.systems.mfcc import load_checked, model_path
+
+    model = load_checked(cfg, name, out_manifest.get("inputs", {}).get("model"))
+    path = model_path(cfg, name)
+    if expected is not None and list(expected.known) != list(model.class_names):
+        raise TraceError(
+            f"{path} was fitted on other known systems than the experiment's label map: rerun the step that exports '{name}'"
+        )
+    settings = model.settings
+    sample_rate = int(settings["sample_rate"])
+    crop = int(round(float(settings["max_len_s"]) * sample_rate)) if settings.get("crop") else 0
+    ckpt = {
+        "task": "reference",
+        "label_map": {"known": list(model.class_names), "ood": []},
+        "provenance": {"sample_rate": sample_rate, "num_samples": crop},
+    }
+    return model, ckpt
 
 
 def new_results_path(folder: Path) -> Path:

@@ -155,6 +155,16 @@ class ReferenceModel:
             )  # fmt: skip
 
 
+def load_checked(cfg: Config, system: str, recorded_id: str | None) -> ReferenceModel:
+    """A statistics system's saved model, checked to be the one its outputs record (``recorded_id``)."""
+    from sourcetracing.provenance import file_digest, require_same
+
+    path = model_path(cfg, system)
+    model = ReferenceModel.load(path)
+    require_same(recorded_id, file_digest(path), str(path), f"the step that exports '{system}'")
+    return model
+
+
 def mfcc_stats(wave: np.ndarray, sample_rate: int, n_mfcc: int = 20) -> np.ndarray:
     """Mean and std over time of MFCCs and their deltas: a ``4 * n_mfcc`` vector (float32)."""
     return clip_statistics(wave, sample_rate, ["mfcc"], n_mfcc=n_mfcc)[0]
