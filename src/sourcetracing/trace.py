@@ -217,23 +217,16 @@ class Tracer:
         """``(logits or None, embeddings, class scores)`` of ``[B, samples]`` waves (a list of waves of
         any length for the statistics systems)."""
         from sourcetracing.ood.scorers import centroid_similarities
-        from sourcetracing.systems.utterance_features import clip_statistics
-
-        if self.task != "reference":
-            x = torch.from_numpy(np.ascontiguousarray(waves, dtype=np.float32)).to(self.device)
-            if self.frontend is not None:
-                x = to_store_dtype(self.frontend(x)).to(torch.float32)
 
         if self.task == "reference":  # statistics of the whole clip (or its crop), then the saved model
-            settings = self.model.settings
-            stats = [
-                clip_statistics(
-                    w, self.sample_rate, settings.get("groups", ["mfcc"]), n_mfcc=int(settings["n_mfcc"])
-                )[0]
-                for w in waves
-            ]
+            from sourcetracing.systems.mfcc import wave_statistics
+
+            stats = [wave_statistics(w, self.sample_rate, self.model.settings) for w in waves]
             emb, logits = self.model.apply(np.stack(stats))
             return logits, emb, logits
+        x = torch.from_numpy(np.ascontiguousarray(waves, dtype=np.float32)).to(self.device)
+        if self.frontend is not None:
+            x = to_store_dtype(self.frontend(x)).to(torch.float32)
         if self.task == "classifier":
             logits, emb = self.model(x)
             logits = logits.float().cpu().numpy()

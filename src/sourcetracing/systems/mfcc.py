@@ -155,6 +155,13 @@ class ReferenceModel:
             )  # fmt: skip
 
 
+def wave_statistics(wave: np.ndarray, sample_rate: int, settings: dict) -> np.ndarray:
+    """The statistics vector a statistics system computes of one (already loaded) clip."""
+    return clip_statistics(
+        wave, sample_rate, settings.get("groups", ["mfcc"]), n_mfcc=int(settings["n_mfcc"])
+    )[0]
+
+
 def load_checked(cfg: Config, system: str, recorded_id: str | None) -> ReferenceModel:
     """A statistics system's saved model, checked to be the one its outputs record (``recorded_id``)."""
     from sourcetracing.provenance import file_digest, require_same
@@ -192,7 +199,6 @@ def _clip_features(
     from sourcetracing.data.audio import crop_or_pad, load_audio
     from sourcetracing.data.augment import version_rng
 
-    groups, n_mfcc = settings.get("groups", ["mfcc"]), int(settings["n_mfcc"])
     try:
         wave = load_audio(path, sample_rate, min_len_s=float(settings["min_len_s"]))
         if condition is not None:
@@ -204,7 +210,7 @@ def _clip_features(
             for v in train_versions.versions:
                 rng = version_rng(train_versions.seed, clip_id, v)
                 waves.append(train_versions.augmenter.apply(wave, v, rng)[0])
-        return [clip_statistics(w, sample_rate, groups, n_mfcc=n_mfcc)[0] for w in waves], ""
+        return [wave_statistics(w, sample_rate, settings) for w in waves], ""
     except Exception as err:  # noqa: BLE001 - unusable clips are reported and skipped
         return None, str(err)
 
