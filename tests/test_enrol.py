@@ -184,6 +184,14 @@ def test_the_measurement_writes_the_table_and_the_curve(experiment, tmp_path, ca
         assert (done["eval_others"] == 16).all()  # 3 known x 4 + the eval-only unseen system x 4
     ge2e = pd.read_csv(ExperimentLayout.of(cfg).system("ge2e").enrolment / "enrolment.csv")
     assert ge2e[(ge2e["system"] == enrol.MEAN) & (ge2e["n"] == 5)]["recall"].iloc[0] > 0.5
+    for scorer in ("centroid", "knn"):  # the scorer trace.py would use: trace.scorer when it is set
+        assert (
+            enrol.main([*argv, f"trace.scorer={scorer}", "--measure", "--into", "ge2e", "--repeats", "1"])
+            == 0
+        )
+        assert set(
+            pd.read_csv(ExperimentLayout.of(cfg).system("ge2e").enrolment / "enrolment.csv")["scorer"]
+        ) == {scorer}
     with pytest.raises(SystemExit):  # argparse: sizes must be >= 1
         enrol.main([*argv, "--measure", "--sizes", "0,2"])
 

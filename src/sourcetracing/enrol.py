@@ -424,7 +424,8 @@ def measure_enrolment(
     rerun = f"python scripts/ood_detector.py --config <your config> --system {system}"
     require_same(ood_manifest["inputs"].get("outputs"), outputs.outputs_id, f"{system}'s outputs", rerun)
     info = json.loads((sys_layout.thresholds).read_text())
-    scorer_name = choose_scorer(info, embedding_scorers(sys_layout.ood, info))
+    # the scorer trace.py would use once a system is enrolled (trace.scorer, else the rule's choice)
+    scorer_name = choose_scorer(info, embedding_scorers(sys_layout.ood, info), cfg.trace.scorer)
     scorer = Scorer.load(sys_layout.ood / f"scorer_{scorer_name}.npz")
     threshold = float(info["scorers"][scorer_name]["threshold"])
     train, dev, ev = outputs.split("train"), outputs.split("dev"), outputs.split("eval")
