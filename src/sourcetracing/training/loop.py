@@ -351,7 +351,9 @@ class Trainer:
                 shown = "  ".join(
                     f"{k} {v:.4f}"
                     for k, v in row.items()
-                    if k not in ("epoch", "lr", "seconds") and isinstance(v, float)
+                    if k not in ("epoch", "lr", "seconds")
+                    and isinstance(v, float)
+                    and not (k in self.task.curve_extras and math.isnan(v))  # e.g. no w, b with AAM
                 )
                 self.log(
                     f"epoch {epoch:3d}/{self.recipe.epochs}  lr {lr:.2e}  {shown}  ({row['seconds']:.1f} s){tag}"
