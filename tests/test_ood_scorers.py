@@ -195,3 +195,17 @@ def test_centroid_scorer_is_cosine_distance_to_the_nearest_class_mean() -> None:
     expected = 1 - (unit(known) @ centroids.T).max(1)
     np.testing.assert_allclose(scorer.score(known, None), expected, rtol=1e-6, atol=1e-7)
     assert SCORERS.get("centroid").needs == ("embeddings",) and SCORERS.get("msp").needs == ("logits",)
+
+
+def test_energy_scorers_are_left_out_for_log_probability_logits() -> None:
+    from sourcetracing.ood.scorers import LOG_PROBABILITIES, applicable, build_scorer
+
+    rng = np.random.default_rng(0)
+    log_probs = torch.log_softmax(torch.from_numpy(rng.normal(0, 3, (50, 6))), dim=1).numpy()
+    energy = build_scorer("energy").score(None, log_probs)
+    assert np.ptp(energy) < 1e-5  # constant up to float32 round-off: no information
+    has = {"embeddings", "logits"}
+    for name in ("energy", "nsd"):
+        assert applicable(name, has) and not applicable(name, has, LOG_PROBABILITIES)
+    for name in ("msp", "maxlogit", "knn", "mahalanobis", "centroid"):
+        assert applicable(name, has, LOG_PROBABILITIES)

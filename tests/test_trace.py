@@ -144,4 +144,3 @@ def test_a_statistics_model_refitted_after_its_export_is_refused(experiment, tmp
     model.save(path)
     with pytest.raises(StaleInputError, match="the step that exports 'mfcc'"):
         trace.Tracer.load(cfg2, "mfcc")
-

@@ -147,9 +147,12 @@ def scorer_names(cfg: Config, outputs: SystemOutputs, requested: list[str] | Non
     names = list(requested) if requested else list(cfg.ood.scorers)
     for name in names:
         SCORERS.entry(name)
-    has = outputs.has
-    run = [n for n in names if applicable(n, has)]
-    skipped = [n for n in names if n not in run]
+    has, kind = outputs.has, outputs.meta.get("logits")
+    run = [n for n in names if applicable(n, has, kind)]
+    constant = [n for n in names if n not in run and applicable(n, has)]
+    if constant:
+        print(f"note: {outputs.system}: {', '.join(constant)} left out: constant on its logits ({kind})")
+    skipped = [n for n in names if n not in run and n not in constant]
     if skipped:
         log.info("%s: scorers %s need what the outputs lack (%s)", outputs.system, skipped, sorted(has))
     precomputed = [n for n in outputs.split("dev").scores if n not in run]
@@ -173,7 +176,7 @@ def ood_scores(
     out: dict[str, dict[str, np.ndarray]] = {}
     has = outputs.has
     for name in names:
-        if name in SCORERS and applicable(name, has):  # else a precomputed column (which may share the name)
+        if name in SCORERS and applicable(name, has, outputs.meta.get("logits")):  # else a precomputed column
             train = outputs.split("train")
             options, table = tune(
                 name, scorer_options(cfg.ood, name), str(cfg.ood.tune), train, outputs.splits.get("dev")

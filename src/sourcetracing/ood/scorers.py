@@ -65,9 +65,19 @@ def scorer_options(ood_cfg: Any, name: str) -> dict[str, Any]:
     return {**dict(ood_cfg.get(name) or {}), "chunk_size": int(ood_cfg["chunk_size"])}
 
 
-def applicable(name: str, has: set[str]) -> bool:
-    """Whether a scorer can run on a system that exports ``has`` (``{"embeddings", "logits"}``)."""
-    return set(SCORERS.get(name).needs) <= has
+LOG_PROBABILITIES = (
+    "log_probabilities"  # outputs meta ``logits``: the logits are normalised log-probabilities
+)
+
+
+def applicable(name: str, has: set[str], logits: str | None = None) -> bool:
+    """Whether a scorer can run on a system that exports ``has`` (``{"embeddings", "logits"}``) and
+    whose logits are of kind ``logits`` (outputs meta; :data:`LOG_PROBABILITIES` rules out the
+    scorers that are constant on them)."""
+    scorer = SCORERS.get(name)
+    if logits == LOG_PROBABILITIES and getattr(scorer, "needs_raw_logits", False):
+        return False
+    return set(scorer.needs) <= has
 
 
 def _f32(x: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -91,6 +101,9 @@ class Scorer:
     state_keys: tuple[str, ...] = ()
     tunable: dict[str, list] = {}  # candidate settings for ood.tune (sourcetracing.ood.tuning)
     needs: tuple[str, ...] = ("embeddings", "logits")  # what the system must export
+    # True: the score is constant when the logits are normalised log-probabilities (logsumexp = 0),
+    # as the statistics systems export them; such systems are not scored by it
+    needs_raw_logits: bool = False
 
     def fit(self, train_emb: np.ndarray, train_logits: np.ndarray, train_labels: np.ndarray) -> Scorer:
         return self
@@ -156,6 +169,7 @@ class EnergyScorer(Scorer):
     """Negative free energy: ``-logsumexp(logits)``."""
 
     needs = ("logits",)
+    needs_raw_logits = True
 
     def score(self, emb: np.ndarray, logits: np.ndarray) -> np.ndarray:
         return (-torch.logsumexp(_f32(logits), dim=1)).numpy()
@@ -172,6 +186,7 @@ class NSDScorer(Scorer):
     """
 
     state_keys = ("bank_mean",)
+    needs_raw_logits = True
 
     def __init__(self, chunk_size: int = 4096):
         self.chunk_size = int(chunk_size)

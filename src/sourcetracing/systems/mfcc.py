@@ -39,6 +39,7 @@ from sourcetracing.data.protocols import prepare_splits, protocol_digest
 from sourcetracing.errors import DataError, MissingInputError
 from sourcetracing.features.store import StoreCondition
 from sourcetracing.layout import ExperimentLayout
+from sourcetracing.ood.scorers import LOG_PROBABILITIES
 from sourcetracing.progress import progress
 from sourcetracing.provenance import data_digest, file_digest, step_lock
 from sourcetracing.systems.export import output_rows, record_pass
@@ -346,7 +347,12 @@ def export_statistics(
         for split, (x, rows) in feats.items():
             z, logits = model.apply(x)
             out[split] = SplitOutputs(output_rows(rows), embeddings=z, logits=logits)
-        meta = {"task": "reference", "description": description, "settings": fitted}
+        meta = {
+            "task": "reference",
+            "description": description,
+            "settings": fitted,
+            "logits": LOG_PROBABILITIES,
+        }
         outputs = SystemOutputs(system_name, names, out, meta=meta)
         inputs = {
             "protocols": data_digest({s: protocol_digest(df) for s, df in splits.items()}),
