@@ -141,9 +141,8 @@ class Tracer:
         meta = json.loads((sys_layout.outputs / OUTPUTS_META).read_text())
         dev = resolve_device(device or cfg.device)
         expected = LabelMap.read(cfg.exp_dir) if layout.label_map.is_file() else None
-        if meta.get("task") == "reference":  # the MFCC reference or the statistics system
-            model, ckpt = _statistics_model(cfg, name, out_manifest, expected)
-        else:
+        statistics = meta.get("task") == "reference"  # the MFCC reference or the statistics system
+        if not statistics:
             if not sys_layout.best.is_file():
                 raise TraceError(f"{sys_layout.best} not found: '{name}' has no checkpoint to trace with")
             rerun_export = f"python scripts/ood_detector.py --config <your config> --system {name} --feature_extraction_step"
@@ -153,9 +152,12 @@ class Tracer:
                 f"{sys_layout.best}",
                 rerun_export,
             )
-            model, ckpt = load_model(sys_layout.best, dev, expected_label_map=expected)
         # the outputs (hence model and OOD step) must come from the experiment's current store and labels
         check_outputs_current(cfg, name, out_manifest.get("inputs", {}))
+        if statistics:
+            model, ckpt = _statistics_model(cfg, name, out_manifest, expected)
+        else:
+            model, ckpt = load_model(sys_layout.best, dev, expected_label_map=expected)
         info = json.loads((sys_layout.thresholds).read_text())
         requested = scorer or cfg.trace.scorer
         enrolment = None
