@@ -166,11 +166,32 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine_description() -> str:
-    """One line naming the machine a result is computed on (CPU model and count, GPU if any, torch)."""
+def cpu_vector_support() -> str:
+    """The CPU's vector instruction level as torch uses it, plus native bf16 (``AVX512 + BF16``, ``AVX2``).
+
+    Two CPUs of one model name can differ here (a virtual machine may hide AVX-512), and results of
+    one seed differ with it, so a result's machine line names it.
+    """
     import torch
 
-    text = f"{cpu_name()} ({os.cpu_count()} CPUs)"
+    level = torch.backends.cpu.get_cpu_capability()
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        flags = set()
+    if "amx_bf16" in flags:
+        level += " + AMX"
+    elif "avx512_bf16" in flags:
+        level += " + BF16"
+    return level
+
+
+def machine_description() -> str:
+    """One line naming the machine a result is computed on (CPU model, count and vector level, GPU if
+    any, torch)."""
+    import torch
+
+    text = f"{cpu_name()} ({os.cpu_count()} CPUs, {cpu_vector_support()})"
     if torch.cuda.is_available():
         text = f"{torch.cuda.get_device_name(0)}; {text}"
     return f"{text}, torch {torch.__version__}"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from sourcetracing.provenance import cpu_name
+from sourcetracing.provenance import cpu_name, cpu_vector_support
 
 
 def pick_device(name: str) -> torch.device:
@@ -29,7 +29,7 @@ def pick_device(name: str) -> torch.device:
 
 def machine_line(device: torch.device) -> str:
     """One line naming the machine a table was measured on."""
-    cpus = f"{cpu_name()}, {os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.1f}"
+    cpus = f"{cpu_name()}, {os.cpu_count()} CPU(s) ({cpu_vector_support()}), load average {os.getloadavg()[0]:.1f}"
     text = f"torch {torch.__version__}, {torch.get_num_threads()} torch thread(s); CPU: {cpus}"
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
