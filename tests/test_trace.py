@@ -106,13 +106,18 @@ def test_script_rows_errors_new_file_per_run_and_exit_codes(experiment, tmp_path
     assert "exists" in capsys.readouterr().err
 
 
-def test_a_retrained_model_or_a_stale_ood_step_is_refused(experiment, tmp_path) -> None:
-    corpus, cfg = experiment
+def _copy_of_experiment(corpus, cfg, tmp_path: Path):
+    """The config of a copy of the trained experiment (sharing its feature store) that a test may alter."""
     copy = tmp_path / "exp"
     shutil.copytree(cfg.exp_dir, copy)
-    cfg2 = load_config(
+    return load_config(
         corpus.config_path, [f"exp_dir={copy}", f"features.dir={Path(cfg.exp_dir) / 'features'}"]
     )
+
+
+def test_a_retrained_model_or_a_stale_ood_step_is_refused(experiment, tmp_path) -> None:
+    corpus, cfg = experiment
+    cfg2 = _copy_of_experiment(corpus, cfg, tmp_path)
     clip = next(corpus.mlaad.rglob("eval_000.wav"))
     system = ExperimentLayout.of(cfg2).system("aasist")
     # a retrained (other) checkpoint: the outputs no longer come from it
@@ -133,11 +138,7 @@ def test_a_statistics_model_refitted_after_its_export_is_refused(experiment, tmp
     from sourcetracing.systems.mfcc import ReferenceModel, model_path
 
     corpus, cfg = experiment
-    copy = tmp_path / "exp"
-    shutil.copytree(cfg.exp_dir, copy)
-    cfg2 = load_config(
-        corpus.config_path, [f"exp_dir={copy}", f"features.dir={Path(cfg.exp_dir) / 'features'}"]
-    )
+    cfg2 = _copy_of_experiment(corpus, cfg, tmp_path)
     path = model_path(cfg2, "mfcc")
     model = ReferenceModel.load(path)
     model.coef = model.coef * 1.5  # another fit than the one the outputs and OOD step came from
