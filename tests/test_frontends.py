@@ -185,3 +185,20 @@ def test_fp32_math_sets_consistent_switches_and_restores_them(tf32, matmul, conv
         assert torch.backends.cuda.matmul.allow_tf32 is tf32
         assert torch.backends.cuda.matmul.fp32_precision == ("tf32" if tf32 else "ieee")
     assert _math_flags() == before
+
+
+def test_weight_loading_bars_are_silenced_off_a_terminal(monkeypatch) -> None:
+    from transformers.utils import logging as hf_logging
+
+    from sourcetracing.progress import library_bars_on_terminal_only
+
+    hf_logging.enable_progress_bar()
+    try:
+        monkeypatch.setattr("sys.stderr.isatty", lambda: True)
+        library_bars_on_terminal_only()
+        assert hf_logging.is_progress_bar_enabled()  # a terminal keeps its bars
+        monkeypatch.setattr("sys.stderr.isatty", lambda: False)
+        library_bars_on_terminal_only()
+        assert not hf_logging.is_progress_bar_enabled()  # a log file gets none
+    finally:
+        hf_logging.enable_progress_bar()

@@ -15,3 +15,13 @@ def progress(iterable: Any = None, show: bool = True, **kwargs: Any) -> tqdm:
     """A tqdm bar that is silent when ``show`` is false or when stderr is not a terminal."""
     kwargs.pop("disable", None)
     return tqdm(iterable, disable=None if show else True, **kwargs)
+
+
+def library_bars_on_terminal_only() -> None:
+    """Silence the bars transformers draws while loading weights when stderr is not a terminal."""
+    import sys
+
+    if not sys.stderr.isatty():
+        from transformers.utils import logging
+
+        logging.disable_progress_bar()

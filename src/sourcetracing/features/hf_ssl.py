@@ -18,6 +18,7 @@ from torch import nn
 
 from sourcetracing.components import FRONTENDS
 from sourcetracing.features.frontends import FrontEnd, FrontEndError, cuda_math, resolve_precision, to_device
+from sourcetracing.progress import library_bars_on_terminal_only
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,8 @@ class HFSSLFrontEnd(FrontEnd):
         ``auto`` asks for ``sdpa`` and falls back to ``eager`` for model classes without it (WavLM).
         """
         from transformers import AutoModel
+
+        library_bars_on_terminal_only()
 
         def load(implementation: str) -> nn.Module:
             return AutoModel.from_pretrained(

@@ -255,6 +255,9 @@ class HFSSLEncoder(nn.Module):
         super().__init__()
         from transformers import AutoModel
 
+        from sourcetracing.progress import library_bars_on_terminal_only
+
+        library_bars_on_terminal_only()
         try:
             self.ssl = AutoModel.from_pretrained(model)
         except OSError as err:

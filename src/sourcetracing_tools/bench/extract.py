@@ -103,6 +103,9 @@ class OriginalStyle:
     def __init__(self, model_dir: Path, layer: int, device: torch.device, out: Path):
         from transformers import AutoFeatureExtractor, AutoModel
 
+        from sourcetracing.progress import library_bars_on_terminal_only
+
+        library_bars_on_terminal_only()
         self.model = AutoModel.from_pretrained(model_dir, local_files_only=True).eval().to(device)
         self.fe = AutoFeatureExtractor.from_pretrained(model_dir, local_files_only=True)
         self.layer, self.device, self.out = layer, device, out
