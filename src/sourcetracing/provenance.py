@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -155,14 +156,20 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     tmp.replace(path)
 
 
+@functools.cache
+def _cpuinfo() -> str:
+    """The text of ``/proc/cpuinfo`` (Linux), or "" where there is none."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
 def cpu_name() -> str:
     """The CPU model from ``/proc/cpuinfo`` (Linux), else what :mod:`platform` says."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    for line in _cpuinfo().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
 
 
@@ -175,10 +182,7 @@ def cpu_vector_support() -> str:
     import torch
 
     level = torch.backends.cpu.get_cpu_capability()
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        flags = set()
+    flags = set(_cpuinfo().split())
     if "amx_bf16" in flags:
         level += " + AMX"
     elif "avx512_bf16" in flags:
