@@ -279,3 +279,116 @@ def test_extraction_reports_its_throughput(corpus, tmp_path, capsys):
     again: list = []
     run_extraction(_with(corpus, f"features.dir={tmp_path / 'timed'}"), stats=again)
     assert again == []  # every shard up to date: nothing extracted, nothing timed
+
+
+def test_test_time_windows_are_stored_and_exported_as_their_mean(corpus, reference_store, tmp_path):
+    """features.test_windows=3: dev/eval hold three crops spread over each clip (the first the
+    one-crop store's crop), train is unchanged, and both exporters write one row per clip, the mean
+    of its windows."""
+    from toy_store import SMALL_AASIST, SMALL_GE2E
+
+    from sourcetracing.features.windows import window_crops, window_versions
+    from sourcetracing.layout import ExperimentLayout
+    from sourcetracing.systems.outputs import SystemOutputs
+    from sourcetracing.training.checkpoint import load_model
+    from sourcetracing.training.classifier import train_classifier
+    from sourcetracing.training.data import labelled, predict
+    from sourcetracing.training.ge2e import embed_rows, train_ge2e
+    from sourcetracing.training.ge2e_data import build_source
+
+    overrides = [
+        f"features.dir={tmp_path / 'features'}",
+        "features.test_windows=3",
+        f"exp_dir={tmp_path / 'exp'}",
+    ]
+    cfg = _with(corpus, *overrides)
+    windowed = FeatureStore(run_extraction(cfg))
+    one = FeatureStore(reference_store)
+    assert windowed.directory.name != one.directory.name  # its own store; the default keeps its folder
+    assert windowed.meta["versions"]["dev"] == window_versions(3) == windowed.meta["versions"]["eval"]
+    assert windowed.meta["versions"]["train"] == one.meta["versions"]["train"]
+    np.testing.assert_array_equal(
+        windowed.load(windowed.select(split="train")), one.load(one.select(split="train"))
+    )
+    np.testing.assert_array_equal(
+        windowed.load(windowed.select(split="eval", versions=["original"])),
+        one.load(one.select(split="eval")),
+    )
+    # a dev clip longer than the window: its three windows are the front end of window_crops
+    dev = windowed.select(split="dev")
+    fe = build_frontend(cfg.frontend, "cpu")
+    for _, rows in dev.groupby("clip_id", sort=False):
+        wave = load_audio(corpus.mlaad / rows["path"].iloc[0], 16000)
+        if len(wave) > 1.3 * 16000:
+            break
+    else:
+        pytest.fail("the tiny corpus has no dev clip longer than 1.3 windows")
+    crops = window_crops(wave, 16000, 3)
+    assert not np.array_equal(crops[0], crops[2])
+    expected = fe(torch.from_numpy(np.stack(crops))).numpy()
+    np.testing.assert_allclose(windowed.load(rows).astype(np.float32), expected, rtol=2e-3, atol=2e-2)
+
+    model_args = [f"model.aasist.{k}={json.dumps(v)}" for k, v in SMALL_AASIST.items()]
+    ge2e_args = [f"ge2e.{k}={json.dumps(v)}" for k, v in SMALL_GE2E.items()]
+    cfg = _with(corpus, *overrides, *model_args, *ge2e_args, "train.epochs=1", "train.batch_size=8")
+    train_classifier(cfg)
+    train_ge2e(cfg)
+    layout = ExperimentLayout.of(cfg)
+    outputs = SystemOutputs.read(layout.system("aasist").outputs)
+    dev_out = outputs.split("dev")
+    n_dev = windowed.select(split="dev")["clip_id"].nunique()
+    assert len(dev_out.rows) == n_dev and dev_out.rows["clip_id"].is_unique
+    assert "version" not in dev_out.rows
+    model, _ = load_model(layout.system("aasist").best, "cpu")
+    logits, emb = predict(model, windowed, dev, torch.device("cpu"))
+    position = {c: i for i, c in enumerate(dev_out.rows["clip_id"])}
+    codes = dev["clip_id"].map(position).to_numpy()
+
+    def clip_means(a: np.ndarray) -> np.ndarray:
+        return np.stack([a[codes == i].mean(axis=0) for i in range(n_dev)])
+
+    np.testing.assert_allclose(dev_out.embeddings, clip_means(emb), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(dev_out.logits, clip_means(logits), rtol=1e-4, atol=1e-5)
+    # GE2E: the same rows, each the mean of its windows' embeddings
+    source = build_source(cfg)
+    encoder, _ = load_model(layout.system("ge2e").best, "cpu")
+    ge2e_emb, ok = embed_rows(encoder, source, labelled(dev, source.label_map), torch.device("cpu"), 8)
+    assert ok.all()
+    ge2e_dev = SystemOutputs.read(layout.system("ge2e").outputs).split("dev")
+    assert ge2e_dev.rows["clip_id"].tolist() == dev_out.rows["clip_id"].tolist()
+    np.testing.assert_allclose(ge2e_dev.embeddings, clip_means(ge2e_emb), rtol=1e-4, atol=1e-5)
+    # tracing a file averages the same windows: the pipeline's dev scores again
+    from sourcetracing import trace
+    from sourcetracing.judge import judge_system
+
+    for system in ("aasist", "ge2e"):
+        judge_system(cfg, system)
+        scores = pd.read_csv(layout.system(system).ood / "scores_dev.tsv", sep="\t")
+        tracer = trace.Tracer.load(cfg, system)
+        assert tracer.windows == 3
+        df = tracer.trace([corpus.mlaad / ("./" + c) for c in scores["clip_id"]])
+        np.testing.assert_allclose(df["ood_score"], scores[tracer.scorer_name], rtol=1e-4, atol=1e-4)
+
+
+def test_window_starts_cover_the_clip_and_the_mean_keeps_clip_order():
+    from sourcetracing.features.windows import average_over_windows, window_crops, window_starts
+
+    starts = window_starts(num_total=50000, num_samples=16000, windows=4)
+    assert starts[0] == 0 and starts[-1] == 50000 - 16000 and starts == sorted(starts)
+    wave = np.arange(50000, dtype=np.float32)
+    crops = window_crops(wave, 16000, 4)
+    assert [c[0] for c in crops] == starts and crops[-1][-1] == 49999
+    rows = pd.DataFrame(
+        {
+            "clip_id": ["b", "b", "a", "a"],
+            "version": ["original", "window1", "window1", "original"],
+            "x": range(4),
+        }
+    )
+    kept, (mean,) = average_over_windows(rows, np.array([[0.0], [2.0], [10.0], [20.0]]))
+    assert kept["clip_id"].tolist() == ["b", "a"] and (kept["version"] == "original").all()
+    assert kept["x"].tolist() == [0, 3]
+    np.testing.assert_allclose(mean[:, 0], [1.0, 15.0])
+    one = rows[rows["version"] == "original"]
+    passed, (same,) = average_over_windows(one, np.ones((2, 1)))
+    assert len(passed) == 2 and same.shape == (2, 1)

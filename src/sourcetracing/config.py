@@ -86,6 +86,9 @@ STATIC_DEFAULTS: dict[str, Any] = {
         "shard_size": 1024,  # rows per float16 shard
         "batch_size": 16,
         "num_workers": 2,
+        # dev/eval crops per clip, spread from its start to its end; the exporters average their
+        # embeddings and logits (1 = one crop from the start, as the original)
+        "test_windows": 1,
     },
     "model": {"name": "aasist"},
     "train": {
@@ -234,6 +237,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "features.shard_size": _int_at_least(1),
     "features.batch_size": _int_at_least(1),
     "features.num_workers": _int_at_least(0),
+    "features.test_windows": _int_at_least(1),
     "train.epochs": _int_at_least(1),
     "train.batch_size": _int_at_least(1),
     "train.lr": _positive(),

@@ -108,6 +108,8 @@ class Tracer:
     prior: float = 0.5
     # systems enrolled without retraining (sourcetracing.enrol), class ids after the known ones
     enrolled: tuple[str, ...] = ()
+    # test-time windows per clip (features.test_windows), averaged as the exporters average them
+    windows: int = 1
 
     @classmethod
     def load(
@@ -212,6 +214,7 @@ class Tracer:
             float(entry["threshold"]), calibration, temperature, centroids, frontend,
             int(prov.get("sample_rate", cfg.data.sample_rate)), num_samples,
             min_len_s, dev, enrolled=tuple(enrolment.names if enrolment else ()),
+            windows=1 if statistics else int(cfg.features.test_windows),
         )  # fmt: skip
 
     @torch.no_grad()
@@ -226,36 +229,49 @@ class Tracer:
             stats = [wave_statistics(w, self.sample_rate, self.model.settings) for w in waves]
             emb, logits = self.model.apply(np.stack(stats))
             return logits, emb, logits
-        x = torch.from_numpy(np.ascontiguousarray(waves, dtype=np.float32)).to(self.device)
+        waves = np.ascontiguousarray(waves, dtype=np.float32)
+        n, per_clip = len(waves), waves.shape[1] if waves.ndim == 3 else 1  # [B, windows, samples]
+        x = torch.from_numpy(waves.reshape(n * per_clip, -1)).to(self.device)
         if self.frontend is not None:
             x = to_store_dtype(self.frontend(x)).to(torch.float32)
+
+        def clip_mean(a: torch.Tensor) -> np.ndarray:  # the mean over a clip's windows
+            return a.float().reshape(n, per_clip, -1).mean(dim=1).cpu().numpy()
+
         if self.task == "classifier":
             logits, emb = self.model(x)
-            logits = logits.float().cpu().numpy()
-            emb = emb.float().reshape(len(waves), -1).cpu().numpy()
+            logits, emb = clip_mean(logits), clip_mean(emb)
             if self.centroids is None:  # the classifier's own decision: its logits
                 return logits, emb, logits
             return logits, emb, centroid_similarities(emb, self.centroids)
-        emb = self.model(x).float().cpu().numpy()
+        emb = clip_mean(self.model(x))
         return None, emb, centroid_similarities(emb, self.centroids)
 
     def read_waves(
         self, files: Sequence[str | Path]
     ) -> tuple[list[str | Path], np.ndarray, list[tuple[str, str]]]:
-        """``(readable files, their waves [n, samples], [(file, error), ...])``, cropped as the store crops dev clips."""
+        """``(readable files, their waves [n, samples] (``[n, windows, samples]`` with test-time
+        windows), [(file, error), ...])``, cropped as the store crops dev clips."""
         from sourcetracing.data.audio import crop_or_pad, load_audio
+        from sourcetracing.features.windows import window_crops
 
         ok, waves, errors = [], [], []
         for f in files:
             try:
                 wave = load_audio(f, self.sample_rate, min_len_s=self.min_len_s)
-                waves.append(crop_or_pad(wave, self.num_samples) if self.num_samples else wave)
+                if not self.num_samples:
+                    waves.append(wave)
+                elif self.windows > 1:
+                    waves.append(np.stack(window_crops(wave, self.num_samples, self.windows)))
+                else:
+                    waves.append(crop_or_pad(wave, self.num_samples))
                 ok.append(f)
             except Exception as err:  # noqa: BLE001 - any unreadable file is reported, not raised
                 errors.append((str(f), str(err)))
         if not self.num_samples:  # whole clips (statistics systems without a crop): their own lengths
             return ok, waves, errors
-        stacked = np.stack(waves) if waves else np.zeros((0, self.num_samples), dtype=np.float32)
+        empty = (0, self.windows, self.num_samples) if self.windows > 1 else (0, self.num_samples)
+        stacked = np.stack(waves) if waves else np.zeros(empty, dtype=np.float32)
         return ok, stacked, errors
 
     def embed(

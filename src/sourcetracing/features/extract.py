@@ -56,6 +56,7 @@ from sourcetracing.features.store import (
     to_store_dtype,
     write_shard,
 )
+from sourcetracing.features.windows import is_window_set, window_crops, window_versions
 from sourcetracing.progress import progress
 from sourcetracing.provenance import data_digest, step_lock
 
@@ -104,7 +105,9 @@ def split_versions(cfg: Config, split: str) -> list[str]:
                 f"augment.versions must be a non-empty list without repeats, got {versions}"
             )
         return versions
-    return ["original"]
+    if split == "train":
+        return ["original"]
+    return window_versions(int(cfg.features.test_windows))  # dev/eval: one crop, or test-time windows
 
 
 def _file_stamp(path: Path) -> list:
@@ -163,6 +166,7 @@ class ClipJob:
     clip_id: str
     versions: tuple[str, ...]
     random_crop: bool
+    windows: int = 1  # > 1: the versions are test-time windows of the clip, not augmented copies
 
 
 class ClipDataset(Dataset):
@@ -202,6 +206,8 @@ class ClipDataset(Dataset):
                 wave = self.condition.apply(wave, self.sample_rate, job.clip_id)
             except (TransformError, AugmentError, AudioError) as err:
                 return i, None, "transform_failed", f"{self.condition.name}: {err}"
+        if job.windows > 1:
+            return i, np.stack(window_crops(wave, self.num_samples, job.windows)), None, ""
         rng = crop_rng(self.seed, job.clip_id) if job.random_crop else None
         clean = crop_or_pad(wave, self.num_samples, rng)
         waves = self.augmenter.make_versions(clean, list(job.versions), self.seed, job.clip_id)
@@ -334,7 +340,8 @@ def _extract_shards(
     jobs, owner, last_of = [], [], set()
     for s, plan in enumerate(plans):
         for path, clip_id in zip(plan.clips["path"], plan.clips["clip_id"], strict=True):
-            jobs.append(ClipJob(str(root / path), clip_id, tuple(plan.versions), plan.random_crop))
+            windows = len(plan.versions) if is_window_set(plan.versions) else 1
+            jobs.append(ClipJob(str(root / path), clip_id, tuple(plan.versions), plan.random_crop, windows))
             owner.append(s)
         last_of.add(len(jobs) - 1)
     states = {s: _ShardState(plan) for s, plan in enumerate(plans)}

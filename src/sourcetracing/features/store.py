@@ -135,6 +135,8 @@ def store_settings(cfg: Config, condition: StoreCondition | None = None) -> dict
     }
     if condition is not None:
         return {**audio, "condition": condition.settings()}
+    if int(cfg.features.test_windows) > 1:  # absent at the default, so one-crop stores keep their folder
+        audio["test_windows"] = int(cfg.features.test_windows)
     augment = {k: v for k, v in cfg.augment.items() if k not in ("musan", "rirs")}
     augment["recipe"] = AUGMENT_RECIPE
     return {**audio, "augment": augment, "seed": int(cfg.seed)}

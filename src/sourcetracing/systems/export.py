@@ -25,6 +25,7 @@ import torch
 from sourcetracing.config import Config, resolve_device
 from sourcetracing.errors import ConfigError
 from sourcetracing.features.store import FeatureStore, store_dir
+from sourcetracing.features.windows import average_over_windows, stored_windows
 from sourcetracing.layout import ExperimentLayout
 from sourcetracing.provenance import require_same, step_lock
 from sourcetracing.systems.outputs import KEY_COLUMNS, SplitOutputs, SystemOutputs, split_order
@@ -58,7 +59,7 @@ def _store_splits(cfg: Config, store: FeatureStore, label_map) -> dict[str, pd.D
             rows = labelled(store.select(split="train", versions=list(cfg.outputs.train_versions)), label_map)
             rows = rows[rows["label"] >= 0]
         else:
-            rows = labelled(store.select(split=split, versions=["original"]), label_map)
+            rows = labelled(store.select(split=split, versions=stored_windows(store.meta, split)), label_map)
         if len(rows):
             out[split] = rows.reset_index(drop=True)
     if "train" not in out:
@@ -99,6 +100,8 @@ def export_classifier(
                 desc=f"{split} outputs",
             )
             record_pass(system.name, split, len(rows))
+            if split != "train":  # test-time windows of a clip: one row with their mean
+                rows, (logits, emb) = average_over_windows(rows, logits, emb)
             splits[split] = SplitOutputs(output_rows(rows), embeddings=emb, logits=logits)
         outputs = SystemOutputs(
             system.name, label_map.known, splits,
@@ -144,13 +147,16 @@ def export_ge2e(
         for split, rows in source.frames.items():
             if split == "train":
                 rows = rows[rows["label"] >= 0]
+            elif source.store is not None and len(windows := stored_windows(source.store.meta, split)) > 1:
+                rows = labelled(source.store.select(split=split, versions=windows), source.label_map)
             emb, ok = embed_rows(
                 encoder, source, rows, device, int(cfg.ge2e.batch_size), int(cfg.ge2e.num_workers), split
             )
             record_pass(SYSTEM, split, len(rows))
             if (~ok).any():
                 print(f"{split}: {int((~ok).sum())} unreadable clip(s) left out")
-            splits[split] = SplitOutputs(output_rows(rows.reset_index(drop=True)[ok]), embeddings=emb)
+            kept, (emb,) = average_over_windows(rows.reset_index(drop=True)[ok], emb)
+            splits[split] = SplitOutputs(output_rows(kept), embeddings=emb)
         outputs = SystemOutputs(
             SYSTEM, source.label_map.known, splits,
             meta={"task": "ge2e", "description": f"GE2E {cfg.ge2e.encoder.name} encoder (embeddings)",
