@@ -65,9 +65,9 @@ def test_out_of_fold_scores_never_see_their_unseen_system(monkeypatch) -> None:
     seen: list[set] = []
     real_fit = fusion._fit
 
-    def recording_fit(xs, ys):
+    def recording_fit(xs, ys, **kw):
         seen.append({groups[int(i)] for i in xs[:, 1]})
-        return real_fit(xs, ys)
+        return real_fit(xs, ys, **kw)
 
     monkeypatch.setattr(fusion, "_fit", recording_fit)
     oof = out_of_fold_scores(x, is_ood, groups)
@@ -77,6 +77,30 @@ def test_out_of_fold_scores_never_see_their_unseen_system(monkeypatch) -> None:
     )  # one unseen left out each
     single = out_of_fold_scores(x[:50], is_ood[:50], groups[:50])  # one unseen system: random folds
     assert single.shape == (50,)
+
+
+def test_nonnegative_fusion_weights_match_the_free_fit_or_clip_a_negative_one() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from sourcetracing.systems.fusion import NonNegativeLogistic
+
+    rng = np.random.default_rng(1)
+    y = rng.random(300) < 0.3
+    good = rng.normal(size=300) + 1.5 * y
+    also = rng.normal(size=300) + 0.8 * y
+    x = np.c_[good, also]
+    free = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000).fit(x, y)
+    assert (free.coef_ > 0).all()
+    nonneg = NonNegativeLogistic(C=1.0).fit(x, y)  # the same objective: the same model
+    np.testing.assert_allclose(nonneg.coef_, free.coef_, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(nonneg.intercept_, free.intercept_, rtol=1e-3, atol=1e-4)
+    # a score that says "lower = more OOD": the free fit weighs it negatively, the constrained one at 0
+    flipped = np.c_[good, -also]
+    assert LogisticRegression(C=1.0, class_weight="balanced").fit(flipped, y).coef_[0, 1] < -0.1
+    clipped = NonNegativeLogistic(C=1.0).fit(flipped, y)
+    assert clipped.coef_[0, 0] > 0.5 and abs(clipped.coef_[0, 1]) < 1e-6
+    alone = LogisticRegression(C=1.0, class_weight="balanced").fit(good[:, None], y)
+    np.testing.assert_allclose(clipped.coef_[0, 0], alone.coef_[0, 0], rtol=1e-3)
 
 
 def test_stats_system_with_lda_projection_and_augmented_train_copies(tmp_path) -> None:

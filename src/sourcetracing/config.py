@@ -157,6 +157,7 @@ STATIC_DEFAULTS: dict[str, Any] = {
     "fusion": {
         "members": ["auto"],  # system:scorer names, or auto (forward selection on dev)
         "max_members": 4,
+        "weights": "nonnegative",  # nonnegative (every member weight >= 0) | free
     },
     "trace": {"top_k": 3, "system": "aasist", "scorer": None},
     "robustness": {
@@ -277,6 +278,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "stats.n_mfcc": _int_at_least(1),
     "stats.jobs": _int_at_least(0),
     "fusion.max_members": _int_at_least(1),
+    "fusion.weights": _one_of("nonnegative", "free"),
     "trace.top_k": _int_at_least(1),
     "robustness.conditions": (
         _condition_spec,

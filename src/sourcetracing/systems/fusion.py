@@ -3,7 +3,9 @@
 It reads the per-clip OOD scores the OOD steps of the other systems wrote
 (``<exp>/<system>/ood_step/scores_{dev,eval}.tsv``: one column per scorer, higher = more OOD),
 standardises each member score with dev's mean and spread, and fits a logistic regression
-(unseen vs known) on dev. Members are ``fusion.members`` (``system:scorer`` names) or, with
+(unseen vs known) on dev. With ``fusion.weights: nonnegative`` (the default) every member's weight
+is kept ≥ 0: each member score already says "higher = more OOD", so a negative weight would turn a
+member's evidence upside down, which only fitting dev's noise does (``free``: unconstrained). Members are ``fusion.members`` (``system:scorer`` names) or, with
 ``auto``, chosen by greedy forward selection on **dev only**: at each step the candidate that
 lowers the pooled out-of-fold EER most is added, the folds leaving out one dev-unseen system at
 a time (with a share of the known clips), so the choice rewards what generalises to unseen
@@ -64,13 +66,57 @@ def _standardise(dev: pd.DataFrame, other: pd.DataFrame) -> tuple[np.ndarray, np
     )
 
 
-def _fit(x: np.ndarray, y: np.ndarray):
+class NonNegativeLogistic:
+    """Logistic regression whose weights are all ≥ 0 (the intercept is free), fitted by L-BFGS-B.
+
+    The objective is scikit-learn's ``LogisticRegression(C, class_weight="balanced")``: ``C`` times
+    the class-balanced log loss plus half the squared weights, so where the unconstrained fit's
+    weights are already non-negative both give the same model.
+    """
+
+    def __init__(self, C: float = 1.0):
+        self.C = C
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> NonNegativeLogistic:
+        from scipy.optimize import minimize
+        from scipy.special import expit
+
+        y = np.asarray(y, dtype=bool)
+        sign = np.where(y, 1.0, -1.0)
+        weight = np.where(y, len(y) / (2.0 * y.sum()), len(y) / (2.0 * (~y).sum()))
+        d = x.shape[1]
+
+        def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+            margin = sign * (x @ theta[:d] + theta[d])
+            value = np.logaddexp(0.0, -margin)  # log(1 + exp(-m)), stable for any m
+            g = -self.C * weight * sign * expit(-margin)
+            grad = np.r_[x.T @ g + theta[:d], g.sum()]
+            return float(self.C * (weight * value).sum() + 0.5 * theta[:d] @ theta[:d]), grad
+
+        bounds = [(0.0, None)] * d + [(None, None)]
+        res = minimize(
+            loss, np.zeros(d + 1), jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": 2000}
+        )
+        self.coef_ = res.x[None, :d]
+        self.intercept_ = res.x[d:]
+        return self
+
+    def decision_function(self, x: np.ndarray) -> np.ndarray:
+        return x @ self.coef_[0] + self.intercept_[0]
+
+
+def _fit(x: np.ndarray, y: np.ndarray, nonnegative: bool = False):
+    """The fusion's logistic regression (``nonnegative``: every member's weight ≥ 0)."""
     from sklearn.linear_model import LogisticRegression
 
+    if nonnegative:
+        return NonNegativeLogistic(C=1.0).fit(x, y)
     return LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000).fit(x, y)
 
 
-def out_of_fold_scores(x: np.ndarray, is_ood: np.ndarray, groups: np.ndarray, seed: int = 0) -> np.ndarray:
+def out_of_fold_scores(
+    x: np.ndarray, is_ood: np.ndarray, groups: np.ndarray, seed: int = 0, nonnegative: bool = False
+) -> np.ndarray:
     """Fused dev scores, each predicted by a fit that did not see its unseen system (or its known fold).
 
     With fewer than 2 unseen systems in dev the folds are 5 random shares of the clips instead.
@@ -88,12 +134,12 @@ def out_of_fold_scores(x: np.ndarray, is_ood: np.ndarray, groups: np.ndarray, se
         test = fold == k
         if is_ood[~test].all() or not is_ood[~test].any():
             raise DataError("fusion needs known and unseen dev clips outside every fold")
-        out[test] = _fit(x[~test], is_ood[~test]).decision_function(x[test])
+        out[test] = _fit(x[~test], is_ood[~test], nonnegative=nonnegative).decision_function(x[test])
     return out
 
 
 def select_members(
-    dev: pd.DataFrame, is_ood: np.ndarray, groups: np.ndarray, max_members: int
+    dev: pd.DataFrame, is_ood: np.ndarray, groups: np.ndarray, max_members: int, nonnegative: bool = False
 ) -> tuple[list[str], list[dict]]:
     """Greedy forward selection of member scores by pooled out-of-fold EER on dev; returns (members, trace)."""
     chosen: list[str] = []
@@ -105,7 +151,7 @@ def select_members(
             if name in chosen:
                 continue
             x, _, _ = _standardise(dev[[*chosen, name]], dev[[*chosen, name]])
-            fused = out_of_fold_scores(x, is_ood, groups)
+            fused = out_of_fold_scores(x, is_ood, groups, nonnegative=nonnegative)
             results.append((eer(fused, is_ood)[0], -auroc(fused, is_ood), name))
         if not results:
             break
@@ -140,8 +186,9 @@ def export_fusion(cfg: Config) -> Path:
     key_dev = _key(cfg, "dev", dev_all.index)
     is_ood = ~key_dev["known"].to_numpy(bool)
     groups = key_dev["model_name"].to_numpy()
+    nonnegative = f.weights == "nonnegative"
     if f.members == "auto" or f.members == ["auto"]:
-        members, selection = select_members(dev_all, is_ood, groups, int(f.max_members))
+        members, selection = select_members(dev_all, is_ood, groups, int(f.max_members), nonnegative)
     else:
         members = [m for m in f.members]
         missing = [m for m in members if m not in dev_all.columns]
@@ -149,7 +196,7 @@ def export_fusion(cfg: Config) -> Path:
             raise DataError(f"fusion.members {missing} not found; available: {sorted(dev_all.columns)}")
         selection = []
     x_dev, x_eval, scaling = _standardise(dev_all[members], eval_all[members])
-    model = _fit(x_dev, is_ood)
+    model = _fit(x_dev, is_ood, nonnegative=nonnegative)
     source = _closed_set_source(cfg, members)
     splits = {}
     for split, x, index in (("dev", x_dev, dev_all.index), ("eval", x_eval, eval_all.index)):
@@ -167,7 +214,7 @@ def export_fusion(cfg: Config) -> Path:
         splits[split] = SplitOutputs(rows)
     weights = dict(zip(members, model.coef_[0].tolist(), strict=True))
     meta = {
-        "task": "fusion", "members": members, "weights": weights, "intercept": float(model.intercept_[0]),
+        "task": "fusion", "members": members, "weights": weights, "weight_rule": str(f.weights), "intercept": float(model.intercept_[0]),
         "scaling": {k: {m: v[m] for m in members} for k, v in scaling.items()}, "selection": selection,
         "closed_set_from": source, "description": f"logistic fusion of {', '.join(members)} (fitted on dev)",
     }  # fmt: skip

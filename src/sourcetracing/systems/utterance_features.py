@@ -8,7 +8,9 @@ Groups (``numpy`` / ``librosa``, no model):
   quality), voiced and pause fractions, the rate of energy peaks (a syllable-rate proxy) and the
   modulation spectrum of the energy envelope (1–20 Hz);
 - ``spectrum``: the long-term average spectrum of the speech frames in log-spaced bands (level
-  removed), spectral flatness and centroid statistics.
+  removed), spectral flatness and centroid statistics;
+- ``duration``: how long the clip and its speech frames last (log seconds): with texts of similar
+  length, the one global trace of a voice's speaking-rate setting that survives any channel.
 
 Near-twin synthesizers (one engine at another rate or pitch, one neural voice with other sampling
 settings) differ mostly in exactly these global properties, which a 4 s crop of frame features
@@ -138,10 +140,18 @@ def spectrum_group(wave: np.ndarray, sr: int, **_: object) -> tuple[list[float],
     return values, names
 
 
+def duration_group(wave: np.ndarray, sr: int, **_: object) -> tuple[list[float], list[str]]:
+    """Log duration of the whole clip and of its speech frames (seconds)."""
+    _, speech = _speech_mask(_frames(wave))
+    speech_s = max(float(speech.sum()) * HOP / sr, HOP / sr)
+    return [float(np.log(max(len(wave), 1) / sr)), float(np.log(speech_s))], ["log_clip_s", "log_speech_s"]
+
+
 GROUPS: dict[str, Callable[..., tuple[list[float], list[str]]]] = {
     "mfcc": mfcc_group,
     "prosody": prosody_group,
     "spectrum": spectrum_group,
+    "duration": duration_group,
 }
 
 
