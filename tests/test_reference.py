@@ -110,3 +110,16 @@ def test_mfcc_system_exports_and_is_judged_like_any_system(tmp_path) -> None:
     stamp = (out / "cache" / "train.npz").stat().st_mtime_ns
     export_mfcc(cfg, n_jobs=1)
     assert (out / "cache" / "train.npz").stat().st_mtime_ns == stamp
+
+
+def test_duration_statistics_measure_the_clip_and_its_speech() -> None:
+    from sourcetracing.systems.utterance_features import clip_statistics
+
+    sr = 16000
+    t = np.arange(sr) / sr
+    tone = (0.3 * np.sin(2 * np.pi * 200 * t)).astype(np.float32)  # 1 s of "speech"
+    clip = np.concatenate([np.zeros(sr // 2, np.float32), tone, np.zeros(sr // 2, np.float32)])  # 2 s in all
+    x, names = clip_statistics(clip, sr, ["duration"])
+    assert names == ["log_clip_s", "log_speech_s"]
+    assert abs(np.exp(x[0]) - 2.0) < 1e-3
+    assert abs(np.exp(x[1]) - 1.0) < 0.06  # the speech frames: the tone, within a 40 ms frame's reach
