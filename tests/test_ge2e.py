@@ -251,4 +251,4 @@ def test_the_original_cosine_floor_stops_gradients_through_negative_cosines() ->
     sim = floored.similarity(emb)
     assert float(sim.min().detach()) == pytest.approx(10.0 * 1e-6 - 5.0)  # negative cosines clamped
     plain = GE2ELoss(10.0, -5.0).similarity(emb)
-    assert float(plain.min()) < -14.0  # about 10 * (-1) - 5 without the floor
+    assert float(plain.min().detach()) < -14.0  # about 10 * (-1) - 5 without the floor
