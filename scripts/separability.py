@@ -14,7 +14,6 @@ most (d′ for two systems). A diagnostic: nothing is trained or written into th
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from sourcetracing.cli import run, step_parser
@@ -26,7 +25,7 @@ def body(cfg, args) -> int:
     from sourcetracing.separability import separability
     from sourcetracing.systems.mfcc import mfcc_jobs, split_features
     from sourcetracing.systems.stats import stats_settings
-    from sourcetracing.systems.utterance_features import clip_statistics
+    from sourcetracing.systems.utterance_features import statistic_names
 
     raw, _ = prepare_splits(cfg)
     splits = args.splits or list(raw)
@@ -42,8 +41,7 @@ def body(cfg, args) -> int:
     x, kept, bad = split_features(rows, cfg.data.root, settings, mfcc_jobs(cfg, args.jobs))
     if len(bad):
         print(f"{len(bad)} unusable clip(s) left out (first: {bad['path'].iloc[0]}: {bad['reason'].iloc[0]})")
-    names = clip_statistics(np.full(settings["sample_rate"], 1e-3, np.float32), settings["sample_rate"],
-                            settings["groups"], settings["n_mfcc"])[1]  # fmt: skip
+    names = statistic_names(settings["sample_rate"], settings["groups"], settings["n_mfcc"])
     report = separability(x, kept["model_name"].tolist(), names, n_folds=args.folds, top=args.top)
     text = (
         f"Statistics groups {settings['groups']} ({len(names)} values), clean clips of the "

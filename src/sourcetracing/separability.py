@@ -68,17 +68,18 @@ class SeparabilityReport:
         return "\n".join(lines) + "\n"
 
 
-def _index(x: np.ndarray, y: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, str]:
+def _index(x: np.ndarray, y: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, str, np.ndarray]:
+    """Per statistic: d′ (two systems) or Fisher's ratio, its name, and the per-system means."""
     groups = [x[y == c] for c in classes]
     means = np.stack([g.mean(axis=0) for g in groups])
     within = np.stack([g.var(axis=0, ddof=1) for g in groups])
     if len(classes) == 2:
         pooled = np.sqrt(within.mean(axis=0))
-        return np.abs(means[0] - means[1]) / np.maximum(pooled, 1e-12), "d'"
+        return np.abs(means[0] - means[1]) / np.maximum(pooled, 1e-12), "d'", means
     sizes = np.array([len(g) for g in groups], dtype=float)
     between = (sizes[:, None] * (means - x.mean(axis=0)) ** 2).sum(axis=0) / sizes.sum()
     within_pooled = (sizes[:, None] * within).sum(axis=0) / sizes.sum()
-    return between / np.maximum(within_pooled, 1e-12), "Fisher ratio"
+    return between / np.maximum(within_pooled, 1e-12), "Fisher ratio", means
 
 
 def separability(
@@ -112,10 +113,9 @@ def separability(
     for c in cs:
         model = make_pipeline(StandardScaler(), LogisticRegression(C=float(c), max_iter=5000))
         accuracy[float(c)] = float(cross_val_score(model, x, y, cv=folds).mean())
-    index, index_name = _index(x, y, classes)
+    index, index_name, means = _index(x, y, classes)
     order = np.argsort(-np.nan_to_num(index, nan=-1.0))[:top]
-    means = [x[y == c].mean(axis=0) for c in classes]
-    ranked = [(str(names[i]), float(index[i]), [float(m[i]) for m in means]) for i in order]
+    ranked = [(str(names[i]), float(index[i]), means[:, i].tolist()) for i in order]
     return SeparabilityReport(
         systems=tuple(str(c) for c in classes),
         counts=tuple(int(n) for n in counts),

@@ -44,7 +44,7 @@ from sourcetracing.progress import progress
 from sourcetracing.provenance import data_digest, file_digest, step_lock
 from sourcetracing.systems.export import output_rows, record_pass
 from sourcetracing.systems.outputs import SplitOutputs, SystemOutputs
-from sourcetracing.systems.utterance_features import clip_statistics
+from sourcetracing.systems.utterance_features import clip_statistics, statistic_names
 
 SYSTEM = "mfcc"
 MODEL_FILE = "reference.npz"  # in <exp>/<system>/trained_models/
@@ -267,8 +267,7 @@ def split_features(
     if ok.any():
         feats = np.stack([v for r in results if r[0] is not None for v in r[0]])
     else:  # nothing usable: an empty array of the right width
-        dummy = np.full(sr, 1e-3, np.float32)
-        width = len(clip_statistics(dummy, sr, settings.get("groups", ["mfcc"]), int(settings["n_mfcc"]))[1])
+        width = len(statistic_names(sr, settings.get("groups", ["mfcc"]), int(settings["n_mfcc"])))
         feats = np.zeros((0, width), np.float32)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)

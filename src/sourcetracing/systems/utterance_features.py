@@ -168,3 +168,8 @@ def clip_statistics(
         values += v
         names += n
     return np.asarray(values, dtype=np.float32), names
+
+
+def statistic_names(sample_rate: int, groups: Sequence[str], n_mfcc: int = 20) -> list[str]:
+    """The names of the chosen groups' statistics, in :func:`clip_statistics` order (no clip needed)."""
+    return clip_statistics(np.full(sample_rate, 1e-3, np.float32), sample_rate, groups, n_mfcc)[1]
