@@ -2,7 +2,7 @@
 """How separable some systems are under the statistics system's whole-clip statistics.
 
     python scripts/separability.py --config configs/demo_hard.yaml \\
-        --systems piper/en_US-joe/medium piper/en_US-joe/medium-calm [--splits train dev] [--out FILE]
+        --systems espeak-ng/en-us/m3 espeak-ng/en-us/m3-slow [--splits train dev] [--out FILE]
 
 Reads the clean clips of the named systems from the config's protocols (the chosen splits, default
 all), computes the groups of ``stats.features`` for each (override with e.g.

@@ -5,7 +5,8 @@ a discriminant projection learned on the known systems), judged like every syste
     python scripts/stats_system.py [--config configs/demo_hard.yaml] [--jobs N]
 
 Writes <exp_dir>/stats/outputs/ (projected statistics as embeddings, logistic-regression
-log-probabilities as logits), then results/ and ood_step/.
+log-probabilities as logits), then results/ and ood_step/; the same for each system named in
+stats.variants (e.g. <exp_dir>/stats_duration/).
 """
 
 import sys
@@ -15,10 +16,11 @@ from sourcetracing.cli import run, step_parser
 
 def body(cfg, args) -> int:
     from sourcetracing.judge import judge_system
-    from sourcetracing.systems.stats import SYSTEM, export_stats
+    from sourcetracing.systems.stats import export_stats, stats_systems
 
-    export_stats(cfg, args.jobs)
-    judge_system(cfg, SYSTEM)
+    for name, system_cfg in stats_systems(cfg).items():
+        export_stats(system_cfg, args.jobs, system=name)
+        judge_system(system_cfg, name)
     return 0
 
 

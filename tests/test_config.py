@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -133,3 +134,37 @@ def test_cli_reports_config_errors_in_one_line(tmp_path):
     assert proc.returncode == 2
     assert "unknown config key 'train.epoch'" in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("variants", "message"),
+    [
+        ({"mfcc": {"features": ["mfcc"]}}, "name of another system"),
+        ({"bad name": {}}, "a system name is"),
+        ({"x": {"features": ["mfcc", "nope"]}}, r"unknown or no group\(s\) \['nope'\]"),
+        ({"x": {"features": []}}, "unknown or no group"),
+        ({"x": {"lr": 0.1}}, "not a statistics setting"),
+        ({"x": {"projection": "pca"}}, "projection must be one of lda, none"),
+        ({"x": {"augment": ["echo"]}}, r"unknown augmentation version\(s\) \['echo'\]"),
+        ({"x": {"crop": "yes"}}, "expects true/false"),
+        ({"x": ["mfcc"]}, "must map settings to values"),
+    ],
+)
+def test_stats_variants_are_checked(variants, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [f"stats.variants={json.dumps(variants)}"])
+
+
+def test_stats_variants_merge_into_the_stats_section_and_leave_it_alone() -> None:
+    from sourcetracing.systems.stats import stats_systems
+
+    cfg = load_config(
+        None, ['stats.variants={"with_duration": {"features": [mfcc, duration], "n_mfcc": 13}}']
+    )
+    systems = stats_systems(cfg)
+    assert list(systems) == ["stats", "with_duration"] and systems["stats"] is cfg
+    variant = systems["with_duration"].stats
+    assert variant.features == ["mfcc", "duration"] and variant.n_mfcc == 13 and variant.variants == {}
+    assert variant.augment == cfg.stats.augment and variant.projection == cfg.stats.projection
+    assert cfg.stats.features == ["mfcc", "prosody", "spectrum"] and cfg.stats.n_mfcc == 20
+    assert list(stats_systems(load_config(None))) == ["stats"]

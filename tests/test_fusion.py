@@ -139,3 +139,45 @@ def test_stats_system_with_lda_projection_and_augmented_train_copies(tmp_path) -
 
     x, kept, _ = split_features(prepare_splits(cfg)[0]["dev"], root, model.settings, 1)
     np.testing.assert_allclose(model.apply(x)[0], dev.embeddings, rtol=1e-5, atol=1e-5)
+
+
+def test_stats_variants_are_exported_and_judged_as_systems_of_their_own(tmp_path, capsys) -> None:
+    import yaml
+    from test_faults import call, script_main
+    from test_reference import _corpus
+
+    from sourcetracing.layout import ExperimentLayout
+    from sourcetracing.summary import experiment_rows
+
+    root = tmp_path / "data"
+    proto = _corpus(root, np.random.default_rng(0))
+    config = {
+        "exp_dir": str(tmp_path / "exp"),
+        "data": {"root": str(root), "protocols": str(proto)},
+        "ood": {"knn": {"k": 3}},
+        "stats": {
+            "jobs": 1,
+            "augment": ["codec"],
+            "variants": {"stats_rate": {"features": ["mfcc", "duration"], "projection": "none"}},
+        },
+    }
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(config))
+    code, err, _ = call(script_main("stats_system.py"), ["--config", path], capsys)
+    assert code == 0, err
+    exp = tmp_path / "exp"
+    base = json.loads((exp / "stats" / "outputs" / "meta.json").read_text())["settings"]
+    variant = json.loads((exp / "stats_rate" / "outputs" / "meta.json").read_text())["settings"]
+    assert base["groups"] == ["mfcc", "prosody", "spectrum"] and base["projection"] == "lda"
+    assert variant["groups"] == ["mfcc", "duration"] and variant["projection"] == "none"
+    assert variant["augment"] == ["codec"]  # what the variant does not override comes from stats
+    # no projection: the embeddings are the standardised statistics (4 * 20 MFCC values + 2 durations)
+    assert SystemOutputs.read(exp / "stats_rate" / "outputs").split("dev").embeddings.shape[1] == 82
+    cfg = load_config(path)
+    assert [s.root.name for s in ExperimentLayout.of(cfg).systems()] == ["stats", "stats_rate"]
+    rows, _ = experiment_rows(exp)  # the summary (and so the dev-chosen system) sees both
+    assert set(rows["system"]) == {"stats", "stats_rate"}
+    from sourcetracing.systems.fusion import candidate_scores
+
+    candidates = candidate_scores(cfg, "dev").columns  # and so does the fusion
+    assert {c.split(":")[0] for c in candidates} == {"stats", "stats_rate"}

@@ -153,6 +153,9 @@ STATIC_DEFAULTS: dict[str, Any] = {
         "n_mfcc": 20,
         "crop": False,
         "jobs": 0,
+        # more statistics systems, each exported and judged like "stats" under its own name:
+        # name -> overrides of features / projection / augment / n_mfcc / crop
+        "variants": {},
     },
     "fusion": {
         "members": ["auto"],  # system:scorer names, or auto (forward selection on dev)
@@ -171,7 +174,7 @@ STATIC_DEFAULTS: dict[str, Any] = {
 }
 
 # Sections whose keys are free (any name), not checked against the schema.
-FREE_SECTIONS = {"data.splits", "augment.codecs"}
+FREE_SECTIONS = {"data.splits", "augment.codecs", "stats.variants"}
 
 
 def _int_at_least(low: int) -> tuple[Callable[[Any], bool], str]:
@@ -305,6 +308,10 @@ class Config(dict):
     def to_dict(self) -> dict:
         return json.loads(json.dumps(self))
 
+    def clone(self) -> Config:
+        """A deep copy (changing it leaves this config as it is)."""
+        return _wrap(self.to_dict())
+
 
 def schema() -> dict[str, Any]:
     """The full schema: the static defaults plus one section per registered component."""
@@ -427,8 +434,54 @@ def _validate(cfg: dict) -> None:
             raise ConfigError(
                 f"{key}: unknown augmentation version(s) {unknown}; known: {', '.join(VERSION_IDS)}"
             )
+    _validate_stats_variants(cfg)
     if "train" not in cfg["data"]["splits"]:
         raise ConfigError("data.splits must name a 'train' split (the label map comes from it)")
+
+
+STATS_VARIANT_KEYS = ("features", "projection", "augment", "n_mfcc", "crop")
+RESERVED_SYSTEM_NAMES = frozenset({"aasist", "ge2e", "mfcc", "stats", "fusion", "features", "enrolment"})
+
+
+def _validate_stats_variants(cfg: dict) -> None:
+    """Each ``stats.variants`` entry: a new system name and overrides of the statistics settings."""
+    import re
+
+    from sourcetracing.data.augment import VERSION_IDS
+    from sourcetracing.systems.utterance_features import GROUPS
+
+    stats = cfg["stats"]
+    for name, overrides in stats["variants"].items():
+        where = f"stats.variants.{name}"
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            raise ConfigError(f"{where}: a system name is letters, digits, '_', '.' or '-', got {name!r}")
+        if name in RESERVED_SYSTEM_NAMES:
+            raise ConfigError(f"{where}: '{name}' is the name of another system or folder; choose another")
+        if not isinstance(overrides, dict):
+            raise ConfigError(
+                f"{where} must map settings to values ({', '.join(STATS_VARIANT_KEYS)}), got {overrides!r}"
+            )
+        for key, value in overrides.items():
+            if key not in STATS_VARIANT_KEYS:
+                raise ConfigError(
+                    f"{where}.{key}: not a statistics setting; choose from {', '.join(STATS_VARIANT_KEYS)}"
+                )
+            overrides[key] = _check_type(f"{where}.{key}", stats[key], value)
+        merged = {**stats, **overrides}
+        unknown = [g for g in merged["features"] if g not in GROUPS]
+        if unknown or not merged["features"]:
+            raise ConfigError(
+                f"{where}.features: unknown or no group(s) {unknown}; choose from {sorted(GROUPS)}"
+            )
+        if merged["projection"] not in ("lda", "none"):
+            raise ConfigError(f"{where}.projection must be one of lda, none, got {merged['projection']!r}")
+        if not isinstance(merged["n_mfcc"], int) or merged["n_mfcc"] < 1:
+            raise ConfigError(f"{where}.n_mfcc must be an integer >= 1, got {merged['n_mfcc']!r}")
+        bad = [v for v in merged["augment"] if v not in VERSION_IDS]
+        if bad:
+            raise ConfigError(
+                f"{where}.augment: unknown augmentation version(s) {bad}; known: {', '.join(VERSION_IDS)}"
+            )
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

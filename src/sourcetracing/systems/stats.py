@@ -14,6 +14,10 @@ and the *logits* the log-probabilities of a logistic regression on them. Every a
 then judges it like any system. The machinery is shared with the MFCC reference
 (:mod:`sourcetracing.systems.mfcc`).
 
+``stats.variants`` adds more statistics systems (other groups, projection or augmentation), each
+exported and judged under its own name beside ``stats``, so that the dev-only choices (the
+dev-chosen system, the fusion's members) can pick among them.
+
     python scripts/stats_system.py --config configs/demo_hard.yaml
 """
 
@@ -37,9 +41,21 @@ def stats_settings(cfg: Config) -> dict:
     }  # fmt: skip
 
 
-def export_stats(cfg: Config, n_jobs: int | None = None) -> Path:
-    """Compute the statistics (with augmented train copies), fit, save and export the system."""
+def stats_systems(cfg: Config) -> dict[str, Config]:
+    """``stats`` and each of ``stats.variants``: system name -> the config it is made with (the
+    variant's overrides merged into the ``stats`` section; ``variants`` emptied)."""
+    systems = {SYSTEM: cfg}
+    for name, overrides in cfg.stats.variants.items():
+        variant = cfg.clone()
+        variant.stats.update(Config(overrides).clone())
+        variant.stats.variants = {}
+        systems[name] = variant
+    return systems
+
+
+def export_stats(cfg: Config, n_jobs: int | None = None, system: str = SYSTEM) -> Path:
+    """Compute the statistics (with augmented train copies), fit, save and export one system."""
     s = cfg.stats
     jobs = int(n_jobs or s.jobs or max(1, cfg.features.num_workers))
     description = f"utterance statistics ({', '.join(s.features)}), {s.projection} projection, train augmented with {list(s.augment)}"
-    return export_statistics(cfg, SYSTEM, stats_settings(cfg), jobs, tuple(s.augment), description)
+    return export_statistics(cfg, system, stats_settings(cfg), jobs, tuple(s.augment), description)

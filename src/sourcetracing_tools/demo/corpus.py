@@ -186,6 +186,11 @@ def _h(
 # ``rate`` is in words/min (default 175), ``pitch`` 0-100 (default 50); Piper's defaults are
 # noise_scale 0.667, length_scale 1, noise_w_scale 0.8; SAM (speed, pitch, mouth, throat)
 # defaults to 72, 64, 128, 128 (a lower pitch value is a higher voice).
+# One Piper system is known: a second known one with the same voice at other sampling settings
+# (noise 0.33, length 1.15, duration noise 0.4) was indistinguishable from it for every statistic
+# and model tried (logistic regression on the statistics 0.65-0.73 accuracy, frame-level GMMs at
+# chance), so it capped every method's known-class F1 without ranking any; the Piper near-twins
+# are the unseen ones.
 # fmt: off
 HARD_PLAN: tuple[SystemSpec, ...] = (
     #  model_name                       engine      voice                    family        langs    role           settings                                           twin_of
@@ -194,17 +199,16 @@ HARD_PLAN: tuple[SystemSpec, ...] = (
     _h("espeak-ng/en-us/m3-slow",        "espeak",   "en-us+m3",              "formant",    "en",    "known",       "rate=150 pitch=40",                               "espeak-ng/en-us/m3"),
     _h("espeak-ng/en-us/klatt",          "espeak",   "en-us+klatt",           "formant",    "en",    "known"),
     _h("espeak-ng/multilingual/f2",      "espeak",   "+f2",                   "formant",    "es de", "known",       heldout="it"),
-    _h("piper/en_US-joe/medium",         "piper",    "en_US-joe-medium",      "VITS",       "en",    "known",       "",                                                "piper/en_US-joe/medium-calm"),
-    _h("piper/en_US-joe/medium-calm",    "piper",    "en_US-joe-medium",      "VITS",       "en",    "known",       "noise_scale=0.33 length_scale=1.15 noise_w_scale=0.4", "piper/en_US-joe/medium"),
+    _h("piper/en_US-joe/medium",         "piper",    "en_US-joe-medium",      "VITS",       "en",    "known"),
     _h("kokoro/jf_alpha",                "kokoro",   "jf_alpha",              "StyleTTS2",  "en",    "known",       "",                                                "kokoro/jf_gongitsune"),
     _h("kokoro/jf_gongitsune",           "kokoro",   "jf_gongitsune",         "StyleTTS2",  "en",    "known",       "",                                                "kokoro/jf_alpha"),
     _h("espeak-ng/en-us/m3-fast",        "espeak",   "en-us+m3",              "formant",    "en",    "dev-unseen",  "rate=200 pitch=58",                               "espeak-ng/en-us/m3 espeak-ng/en-us/m3-slow"),
-    _h("piper/en_US-joe/medium-lively",  "piper",    "en_US-joe-medium",      "VITS",       "en",    "dev-unseen",  "noise_scale=0.9 length_scale=0.92 noise_w_scale=1.0", "piper/en_US-joe/medium piper/en_US-joe/medium-calm"),
+    _h("piper/en_US-joe/medium-lively",  "piper",    "en_US-joe-medium",      "VITS",       "en",    "dev-unseen",  "noise_scale=0.9 length_scale=0.92 noise_w_scale=1.0", "piper/en_US-joe/medium"),
     _h("kokoro/jf_nezumi",               "kokoro",   "jf_nezumi",             "StyleTTS2",  "en",    "dev-unseen",  "",                                                "kokoro/jf_alpha kokoro/jf_gongitsune"),
     _h("espeak-ng/it/m2",                "espeak",   "it+m2",                 "formant",    "it",    "dev-unseen"),
     _h("sam/elf",                        "sam",      "elf",                   "formant-8bit", "en",  "dev-unseen"),
     _h("espeak-ng/en-us/m3-bright",      "espeak",   "en-us+m3",              "formant",    "en",    "eval-unseen", "rate=165 pitch=68 range=80",                      "espeak-ng/en-us/m3 espeak-ng/en-us/m3-slow"),
-    _h("piper/en_US-joe/medium-slow",    "piper",    "en_US-joe-medium",      "VITS",       "en",    "eval-unseen", "noise_scale=0.5 length_scale=1.3 noise_w_scale=0.2", "piper/en_US-joe/medium piper/en_US-joe/medium-calm"),
+    _h("piper/en_US-joe/medium-slow",    "piper",    "en_US-joe-medium",      "VITS",       "en",    "eval-unseen", "noise_scale=0.5 length_scale=1.3 noise_w_scale=0.2", "piper/en_US-joe/medium"),
     _h("kokoro/jf_tebukuro",             "kokoro",   "jf_tebukuro",           "StyleTTS2",  "en",    "eval-unseen", "",                                                "kokoro/jf_alpha kokoro/jf_gongitsune"),
     _h("espeak-ng/nl/f3",                "espeak",   "nl+f3",                 "formant",    "nl",    "eval-unseen"),
     _h("sam/little-robot",               "sam",      "little-robot",          "formant-8bit", "en",  "eval-unseen"),
