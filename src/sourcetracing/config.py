@@ -425,15 +425,9 @@ def _validate(cfg: dict) -> None:
         raise ConfigError(
             f"ood.default '{default}' is not among ood.scorers {cfg['ood']['scorers']} (or use auto)"
         )
-    from sourcetracing.data.augment import VERSION_IDS
-
     for key in ("augment.versions", "stats.augment"):
         section, name = key.split(".")
-        unknown = [v for v in cfg[section][name] if v not in VERSION_IDS]
-        if unknown:
-            raise ConfigError(
-                f"{key}: unknown augmentation version(s) {unknown}; known: {', '.join(VERSION_IDS)}"
-            )
+        _check_versions(key, cfg[section][name])
     _validate_stats_variants(cfg)
     if "train" not in cfg["data"]["splits"]:
         raise ConfigError("data.splits must name a 'train' split (the label map comes from it)")
@@ -443,11 +437,21 @@ STATS_VARIANT_KEYS = ("features", "projection", "augment", "n_mfcc", "crop")
 RESERVED_SYSTEM_NAMES = frozenset({"aasist", "ge2e", "mfcc", "stats", "fusion", "features", "enrolment"})
 
 
+def _check_versions(key: str, versions: list) -> None:
+    """Every entry of ``versions`` names an augmentation version."""
+    from sourcetracing.data.augment import VERSION_IDS
+
+    unknown = [v for v in versions if v not in VERSION_IDS]
+    if unknown:
+        raise ConfigError(
+            f"{key}: unknown augmentation version(s) {unknown}; known: {', '.join(VERSION_IDS)}"
+        )
+
+
 def _validate_stats_variants(cfg: dict) -> None:
     """Each ``stats.variants`` entry: a new system name and overrides of the statistics settings."""
     import re
 
-    from sourcetracing.data.augment import VERSION_IDS
     from sourcetracing.systems.utterance_features import GROUPS
 
     stats = cfg["stats"]
@@ -473,15 +477,11 @@ def _validate_stats_variants(cfg: dict) -> None:
             raise ConfigError(
                 f"{where}.features: unknown or no group(s) {unknown}; choose from {sorted(GROUPS)}"
             )
-        if merged["projection"] not in ("lda", "none"):
-            raise ConfigError(f"{where}.projection must be one of lda, none, got {merged['projection']!r}")
-        if not isinstance(merged["n_mfcc"], int) or merged["n_mfcc"] < 1:
-            raise ConfigError(f"{where}.n_mfcc must be an integer >= 1, got {merged['n_mfcc']!r}")
-        bad = [v for v in merged["augment"] if v not in VERSION_IDS]
-        if bad:
-            raise ConfigError(
-                f"{where}.augment: unknown augmentation version(s) {bad}; known: {', '.join(VERSION_IDS)}"
-            )
+        for key in overrides:  # the checks of the stats section's own keys
+            check, what = CHECKS.get(f"stats.{key}", (None, ""))
+            if check is not None and not check(merged[key]):
+                raise ConfigError(f"{where}.{key} must be {what}, got {merged[key]!r}")
+        _check_versions(f"{where}.augment", merged["augment"])
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
