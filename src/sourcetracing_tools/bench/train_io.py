@@ -44,16 +44,15 @@ class PtFileDataset(Dataset):
 
 
 def _write_both(root: Path, n: int, frames: int, dim: int, shard_size: int, seed: int):
-    from tqdm import tqdm
-
     from sourcetracing.features.store import FeatureStore, finalize_store, write_shard
+    from sourcetracing.progress import progress
 
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 24, size=n)
     store_dir, pt_dir = root / "store", root / "pt"
     pt_dir.mkdir(parents=True, exist_ok=True)
     files, shards = [], []
-    for start in tqdm(range(0, n, shard_size), desc="writing both layouts"):
+    for start in progress(range(0, n, shard_size), desc="writing both layouts"):
         stop = min(start + shard_size, n)
         feats = rng.standard_normal((stop - start, frames, dim), dtype=np.float32)
         rows = pd.DataFrame(

@@ -36,7 +36,8 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from tqdm import tqdm
+
+from sourcetracing.progress import progress as progress_bar
 
 from . import texts
 from .channel import apply_channel, describe_channel
@@ -1057,7 +1058,7 @@ def _execute(
     order = sorted(range(len(tasks)), key=lambda i: (-_task_cost(tasks[i]), i))
     total_units = sum(len(t.clips) if isinstance(t, SpeechTask) else len(t.relpaths) for t in tasks)
     written = 0
-    with tqdm(total=total_units, desc="demo corpus", unit="file", disable=not progress) as bar:
+    with progress_bar(total=total_units, desc="demo corpus", unit="file", show=progress) as bar:
 
         def done(task: SpeechTask | AugTask, result: tuple[str, int, list[float]] | None) -> None:
             nonlocal written

@@ -19,6 +19,6 @@ def byte_bar(desc: str, total: int | None, *, enabled: bool, initial: int = 0, l
         unit="B",
         unit_scale=True,
         unit_divisor=1024,
-        disable=not enabled,
+        disable=None if enabled else True,  # on a terminal only: no carriage returns in logs
         leave=leave,
     )
