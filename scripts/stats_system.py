@@ -16,10 +16,10 @@ from sourcetracing.cli import run, step_parser
 
 def body(cfg, args) -> int:
     from sourcetracing.judge import judge_system
-    from sourcetracing.systems.stats import export_stats, stats_systems
+    from sourcetracing.systems.stats import export_stats_systems, stats_systems
 
+    export_stats_systems(cfg, args.jobs)
     for name, system_cfg in stats_systems(cfg).items():
-        export_stats(system_cfg, args.jobs, system=name)
         judge_system(system_cfg, name)
     return 0
 

@@ -181,3 +181,18 @@ def test_stats_variants_are_exported_and_judged_as_systems_of_their_own(tmp_path
 
     candidates = candidate_scores(cfg, "dev").columns  # and so does the fusion
     assert {c.split(":")[0] for c in candidates} == {"stats", "stats_rate"}
+    # one pass over the audio served both (they differ only in groups and projection) ...
+    assert (exp / "stats_shared").is_dir() and not (exp / "stats" / "cache").exists()
+    assert not (exp / "stats_rate" / "cache").exists()
+    # ... and gave each the numbers a pass of its own gives
+    from sourcetracing.systems.stats import export_stats, stats_systems
+
+    for name, system_cfg in stats_systems(cfg).items():
+        export_stats(system_cfg, 1, system=f"{name}_alone")
+        alone = SystemOutputs.read(exp / f"{name}_alone" / "outputs")
+        shared = SystemOutputs.read(exp / name / "outputs")
+        for split in ("train", "dev", "eval"):
+            assert alone.split(split).rows["clip_id"].tolist() == shared.split(split).rows["clip_id"].tolist()
+            np.testing.assert_allclose(
+                alone.split(split).embeddings, shared.split(split).embeddings, rtol=1e-5, atol=1e-6
+            )

@@ -157,6 +157,11 @@ class ExperimentLayout:
     def robustness(self) -> Path:
         return self.root / "robustness"
 
+    @property
+    def shared_statistics(self) -> Path:
+        """Statistics computed once for several statistics systems (``stats`` and its variants)."""
+        return self.root / "stats_shared"
+
     def robustness_system(self, condition: str, system: str) -> SystemLayout:
         """A system's folders under one robustness condition (its ``outputs`` follow the file contract)."""
         return SystemLayout(self.robustness / condition / system)

@@ -299,6 +299,50 @@ def mfcc_jobs(cfg: Config, n_jobs: int | None = None) -> int:
     return int(n_jobs or cfg.mfcc.jobs or max(1, cfg.features.num_workers))
 
 
+SplitStatistics = dict[str, tuple[np.ndarray, pd.DataFrame, pd.DataFrame]]  # split -> (X, kept, skipped)
+
+
+def train_versions_of(cfg: Config, augment: tuple[str, ...]) -> TrainVersions | None:
+    """The augmented train copies a statistics system fits on (None without ``augment``)."""
+    from sourcetracing.data.augment import Augmenter
+
+    if not augment:
+        return None
+    augmenter = Augmenter.from_config(cfg)
+    for version in augment:  # a missing MUSAN / RIRS folder is one clear error, not every clip skipped
+        if version in ("reverb", "noise", "music", "speech"):
+            augmenter.files(version)
+    return TrainVersions(augmenter, tuple(augment), int(cfg.seed))
+
+
+def compute_statistics(
+    cfg: Config, settings: dict, n_jobs: int, augment: tuple[str, ...], cache_dir: Path
+) -> SplitStatistics:
+    """The statistics of every split's clips (train with its augmented copies), cached in ``cache_dir``."""
+    splits, _ = prepare_splits(cfg)
+    train_versions = train_versions_of(cfg, augment)
+    out: SplitStatistics = {}
+    for split, df in splits.items():
+        extra = train_versions if split == "train" else None
+        cache = cache_dir / f"{split}.npz"
+        out[split] = split_features(df, cfg.data.root, settings, n_jobs, cache, train_versions=extra)
+    return out
+
+
+def group_columns(sample_rate: int, groups: list[str], wanted: list[str], n_mfcc: int) -> np.ndarray:
+    """Column indices of the ``wanted`` groups' statistics in a matrix of the ``groups``' statistics.
+
+    >>> group_columns(16000, ["mfcc", "duration"], ["duration"], n_mfcc=20).tolist()
+    [80, 81]
+    """
+    widths = {g: len(statistic_names(sample_rate, [g], n_mfcc)) for g in dict.fromkeys(groups)}
+    start = dict(zip(widths, np.cumsum([0, *widths.values()])[:-1].tolist(), strict=True))
+    missing = [g for g in wanted if g not in widths]
+    if missing:
+        raise ValueError(f"groups {missing} are not among the computed ones {list(widths)}")
+    return np.concatenate([np.arange(start[g], start[g] + widths[g]) for g in wanted])
+
+
 def export_statistics(
     cfg: Config,
     system_name: str,
@@ -306,26 +350,19 @@ def export_statistics(
     n_jobs: int,
     augment: tuple[str, ...] = (),
     description: str = "",
+    computed: SplitStatistics | None = None,
 ) -> Path:
-    """Compute the statistics, fit, save and apply the model, and export a statistics system's outputs."""
-    from sourcetracing.data.augment import Augmenter
-
+    """Compute the statistics (or take them ``computed``, e.g. shared by several systems), fit, save
+    and apply the model, and export a statistics system's outputs."""
     splits, label_map = prepare_splits(cfg)
     layout = ExperimentLayout.of(cfg)
     system = layout.system(system_name)
-    train_versions = None
-    if augment:
-        augmenter = Augmenter.from_config(cfg)
-        for version in augment:  # a missing MUSAN / RIRS folder is one clear error, not every clip skipped
-            if version in ("reverb", "noise", "music", "speech"):
-                augmenter.files(version)
-        train_versions = TrainVersions(augmenter, tuple(augment), int(cfg.seed))
     with step_lock(layout.locks / f"export-{system_name}.lock", f"the outputs of {system_name}"):
+        if computed is None:
+            computed = compute_statistics(cfg, settings, n_jobs, augment, system.root / "cache")
         feats: dict[str, tuple[np.ndarray, pd.DataFrame]] = {}
         for split, df in splits.items():
-            extra = train_versions if split == "train" else None
-            cache = system.root / "cache" / f"{split}.npz"
-            x, kept, bad = split_features(df, cfg.data.root, settings, n_jobs, cache, train_versions=extra)
+            x, kept, bad = computed[split]
             record_pass(system_name, split, len(df))
             if split == "train":
                 keep = kept["label"].to_numpy() >= 0
