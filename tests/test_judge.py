@@ -123,6 +123,35 @@ def test_summary_of_several_runs_is_the_mean_and_sd_of_each_runs_numbers(tmp_pat
     assert (tmp_path / "seeds.md").read_text() == text
 
 
+def test_the_dev_chosen_system_follows_dev_alone(cfg) -> None:
+    from sourcetracing.summary import dev_selected
+
+    exp = Path(cfg.exp_dir)
+    for seed, system in enumerate(("one", "two", "three")):
+        write_outputs(exp, system, with_logits=seed != 1, seed=seed)
+        judge_system(cfg, system)
+    rows, _ = experiment_rows(exp)
+    picked = dev_selected(rows)
+    # the rule, from the thresholds files: the lowest dev EER among each system's own choice, then
+    # the higher dev AUROC
+    candidates = []
+    for system in ("one", "two", "three"):
+        info = json.loads((exp / system / "ood_step" / "thresholds.json").read_text())
+        own = info["scorers"][info["default"]]
+        candidates.append((own["dev_eer"], -own["dev_auroc"], system, info["default"]))
+    assert picked == min(candidates)[2:]
+    # eval's numbers, made to favour every other candidate, change nothing
+    rigged = rows.copy()
+    for col in [c for c in rows.columns if c.startswith("eval_") or c == "worst_unseen_auroc"]:
+        rigged[col] = np.where(rigged["system"] == picked[0], 0.0, 1.0)
+    rigged["eval_eer_%"] = np.where(rigged["system"] == picked[0], 99.0, 0.0)
+    assert dev_selected(rigged) == picked
+    # a dev-EER tie is broken by dev AUROC, not by the name
+    tied = rows[rows["default"]].assign(**{"dev_eer_%": 5.0})
+    tied["dev_auroc"] = np.where(tied["system"] == "three", 0.99, 0.5)
+    assert dev_selected(tied)[0] == "three"
+
+
 def test_embedding_only_system_gets_embedding_scorers_and_a_centroid_decision(cfg) -> None:
     exp = Path(cfg.exp_dir)
     write_outputs(exp, "emb", with_logits=False)

@@ -71,6 +71,7 @@ def experiment_rows(exp_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
                     "default": scorer == default,
                     "eval_macro_f1": known.get("eval", {}).get("macro_f1", np.nan),
                     "dev_eer_%": 100 * dev["eer"] if dev is not None else np.nan,
+                    "dev_auroc": dev["auroc"] if dev is not None else np.nan,  # the dev choice's tie-break
                     "eval_eer_%": 100 * ev["eer"] if ev is not None else np.nan,
                     "eval_auroc": ev["auroc"] if ev is not None else np.nan,
                     "eval_cllr": ev.get("cllr", np.nan) if ev is not None else np.nan,
@@ -145,12 +146,19 @@ def to_markdown(table: pd.DataFrame, columns: Sequence[str] = tuple(METRICS)) ->
 
 
 def dev_selected(frame: pd.DataFrame) -> tuple[str, str] | None:
-    """The system and scorer the toolkit would pick on dev alone: the lowest dev EER among the
-    systems' own dev-chosen scorers (ties: the higher known-class macro-F1 is not looked at; eval never)."""
-    chosen = frame[frame["default"]]
+    """The system and scorer the toolkit would pick on dev alone: among the systems' own dev-chosen
+    scorers, the lowest dev EER, ties broken by the higher dev AUROC (the rule each system's own
+    choice follows, :func:`sourcetracing.ood.report.select_on_dev`), then by name; eval is never read.
+
+    >>> frame = pd.DataFrame({"system": ["a", "b"], "scorer": ["knn", "knn"], "default": [True, True],
+    ...                       "dev_eer_%": [9.5, 9.5], "dev_auroc": [0.96, 0.97]})
+    >>> dev_selected(frame)
+    ('b', 'knn')
+    """
+    chosen = frame[frame["default"]].assign(_neg_auroc=lambda f: -f["dev_auroc"])
     if chosen.empty:
         return None
-    best = chosen.sort_values(["dev_eer_%", "system"], kind="stable").iloc[0]
+    best = chosen.sort_values(["dev_eer_%", "_neg_auroc", "system"], kind="stable").iloc[0]
     return str(best["system"]), str(best["scorer"])
 
 
@@ -224,7 +232,7 @@ def summarize(
     if picks:
         counts = pd.Series([f"{a} / {b}" for a, b in picks if a]).value_counts()
         text += (
-            "\nChosen on dev alone (lowest dev EER among the systems' dev-chosen scorers): "
+            "\nChosen on dev alone (lowest dev EER among the systems' dev-chosen scorers, ties: higher dev AUROC): "
             + ", ".join(f"{k} ({v} of {len(picks)} runs)" for k, v in counts.items())
             + ".\n"
         )
