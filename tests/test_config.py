@@ -148,11 +148,19 @@ def test_cli_reports_config_errors_in_one_line(tmp_path):
         ({"x": {"augment": ["echo"]}}, r"unknown augmentation version\(s\) \['echo'\]"),
         ({"x": {"crop": "yes"}}, "expects true/false"),
         ({"x": ["mfcc"]}, "must map settings to values"),
+        ({"stats_shared": {}}, "name of another system or folder"),
     ],
 )
 def test_stats_variants_are_checked(variants, message) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(None, [f"stats.variants={json.dumps(variants)}"])
+
+
+def test_the_stats_groups_are_checked_when_the_config_loads() -> None:
+    with pytest.raises(ConfigError, match=r"stats.features: unknown or no group\(s\) \['rate'\]"):
+        load_config(None, ["stats.features=[mfcc, rate]"])
+    with pytest.raises(ConfigError, match="stats.features: unknown or no group"):
+        load_config(None, ["stats.features=[]"])
 
 
 def test_stats_variants_merge_into_the_stats_section_and_leave_it_alone() -> None:

@@ -434,7 +434,20 @@ def _validate(cfg: dict) -> None:
 
 
 STATS_VARIANT_KEYS = ("features", "projection", "augment", "n_mfcc", "crop")
-RESERVED_SYSTEM_NAMES = frozenset({"aasist", "ge2e", "mfcc", "stats", "fusion", "features", "enrolment"})
+RESERVED_SYSTEM_NAMES = frozenset(
+    {
+        "aasist",
+        "ge2e",
+        "mfcc",
+        "stats",
+        "fusion",
+        "features",
+        "enrolment",
+        "stats_shared",
+        "trace",
+        "robustness",
+    }
+)
 
 
 def _check_versions(key: str, versions: list) -> None:
@@ -448,13 +461,21 @@ def _check_versions(key: str, versions: list) -> None:
         )
 
 
+def _check_groups(key: str, groups: list) -> None:
+    """``groups`` names at least one statistics group, each a known one."""
+    from sourcetracing.systems.utterance_features import GROUPS
+
+    unknown = [g for g in groups if g not in GROUPS]
+    if unknown or not groups:
+        raise ConfigError(f"{key}: unknown or no group(s) {unknown}; choose from {sorted(GROUPS)}")
+
+
 def _validate_stats_variants(cfg: dict) -> None:
     """Each ``stats.variants`` entry: a new system name and overrides of the statistics settings."""
     import re
 
-    from sourcetracing.systems.utterance_features import GROUPS
-
     stats = cfg["stats"]
+    _check_groups("stats.features", stats["features"])
     for name, overrides in stats["variants"].items():
         where = f"stats.variants.{name}"
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
@@ -472,11 +493,7 @@ def _validate_stats_variants(cfg: dict) -> None:
                 )
             overrides[key] = _check_type(f"{where}.{key}", stats[key], value)
         merged = {**stats, **overrides}
-        unknown = [g for g in merged["features"] if g not in GROUPS]
-        if unknown or not merged["features"]:
-            raise ConfigError(
-                f"{where}.features: unknown or no group(s) {unknown}; choose from {sorted(GROUPS)}"
-            )
+        _check_groups(f"{where}.features", merged["features"])
         for key in overrides:  # the checks of the stats section's own keys
             check, what = CHECKS.get(f"stats.{key}", (None, ""))
             if check is not None and not check(merged[key]):
