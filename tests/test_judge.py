@@ -34,11 +34,12 @@ def _rows(split: str, systems: list[str], n: int) -> pd.DataFrame:
 
 
 def write_outputs(
-    exp: Path, name: str, with_logits: bool, seed: int = 0, scores: bool = False
+    exp: Path, name: str, with_logits: bool, seed: int = 0, scores: bool = False, spread: float = 4.0
 ) -> SystemOutputs:
-    """A system's outputs folder: separable known classes, unseen systems elsewhere (no model, no store)."""
+    """A system's outputs folder: separable known classes, unseen systems elsewhere (no model, no store);
+    a smaller ``spread`` of the system centres makes the OOD task harder."""
     rng = np.random.default_rng(seed)
-    centres = {s: rng.normal(0, 4, 8) for s in [*KNOWN, "other/x", "other/z"]}
+    centres = {s: rng.normal(0, spread, 8) for s in [*KNOWN, "other/x", "other/z"]}
     plan = {
         "train": (KNOWN, 10),
         "dev": ([*KNOWN, "other/x"], 6),
@@ -150,6 +151,35 @@ def test_the_dev_chosen_system_follows_dev_alone(cfg) -> None:
     tied = rows[rows["default"]].assign(**{"dev_eer_%": 5.0})
     tied["dev_auroc"] = np.where(tied["system"] == "three", 0.99, 0.5)
     assert dev_selected(tied)[0] == "three"
+
+
+def test_the_summary_lists_each_runs_dev_chosen_system_against_the_mfcc_reference(tmp_path) -> None:
+    from sourcetracing.summary import chosen_table, dev_selected
+
+    runs = []
+    for seed in range(3):
+        cfg = load_config(None, [f"exp_dir={tmp_path / f'exp_s{seed}'}", "ood.knn.k=3"])
+        for i, system in enumerate(("mfcc", "mine")):
+            spread = 0.7 if system == "mfcc" else 1.5  # a reference with OOD errors to be held against
+            write_outputs(Path(cfg.exp_dir), system, with_logits=True, seed=10 * seed + i, spread=spread)
+            judge_system(cfg, system)
+        runs.append(Path(cfg.exp_dir))
+    frames = [experiment_rows(run)[0] for run in runs]
+    table = chosen_table(runs, frames)
+    assert len(table) == 4 and table["run"].iloc[-1] == "mean ± sd"
+    eers = []
+    for run, frame, (_, row) in zip(runs, frames, table.iloc[:3].iterrows(), strict=True):
+        system, scorer = dev_selected(frame)
+        assert row["run"] == str(run) and row["chosen on dev"] == f"{system} ({scorer})"
+        picked = frame[(frame["system"] == system) & (frame["scorer"] == scorer)].iloc[0]
+        best_reference = frame.loc[frame["system"] == "mfcc", "eval_eer_%"].min()
+        assert best_reference > 1.0
+        assert row["eval OOD EER (%)"] == f"{picked['eval_eer_%']:.1f}"
+        assert row["÷ best mfcc eval EER"] == f"{picked['eval_eer_%'] / best_reference:.3f}"
+        eers.append(picked["eval_eer_%"])
+    assert table["eval OOD EER (%)"].iloc[-1] == f"{np.mean(eers):.1f} ± {np.std(eers, ddof=1):.1f}"
+    _, text = summarize(runs)
+    assert "| run | chosen on dev |" in text
 
 
 def test_embedding_only_system_gets_embedding_scorers_and_a_centroid_decision(cfg) -> None:

@@ -187,6 +187,50 @@ def twin_table(exp_dirs: Sequence[str | Path], twins: dict[str, str]) -> pd.Data
     return pd.DataFrame(out).fillna("–")
 
 
+REFERENCE = "mfcc"  # the MFCC reference system, the baseline every method is held against
+
+
+def chosen_table(
+    exp_dirs: Sequence[str | Path], frames: Sequence[pd.DataFrame], twins: dict[str, str] | None = None
+) -> pd.DataFrame:
+    """Per run, the system and scorer chosen on dev alone with its numbers (known-class macro-F1,
+    dev and eval OOD EER, each near-twin's eval AUROC), then their mean ± sd over the runs."""
+    rows = []
+    for exp, frame in zip(exp_dirs, frames, strict=True):
+        pick = dev_selected(frame) if len(frame) else None
+        if pick is None:
+            continue
+        r = frame[(frame["system"] == pick[0]) & (frame["scorer"] == pick[1])].iloc[0]
+        row = {
+            "run": str(exp), "chosen on dev": f"{pick[0]} ({pick[1]})",
+            METRICS["eval_macro_f1"]: r["eval_macro_f1"], METRICS["dev_eer_%"]: r["dev_eer_%"],
+            METRICS["eval_eer_%"]: r["eval_eer_%"],
+        }  # fmt: skip
+        reference = frame.loc[frame["system"] == REFERENCE, "eval_eer_%"]
+        if len(reference):  # against the strongest MFCC reference scorer (reported, never a choice)
+            row["÷ best mfcc eval EER"] = r["eval_eer_%"] / reference.min()
+        row[METRICS["worst_unseen_auroc"]] = r["worst_unseen_auroc"]
+        auc = per_unseen_system(exp, *pick)
+        for unseen in twins or {}:
+            if unseen in auc.index:  # eval's near-twins
+                row[f"{unseen} AUROC"] = auc[unseen]
+        rows.append(row)
+    if not rows:
+        return pd.DataFrame()
+    table = pd.DataFrame(rows)
+    numeric = table.columns[2:]
+    out = table.astype(object)
+    for col in numeric:
+        pct = "%" in col
+        out[col] = [_cell(v, np.nan, pct) for v in table[col]]
+    if len(table) > 1:
+        summary = {"run": "mean ± sd", "chosen on dev": ""}
+        for col in numeric:
+            summary[col] = _cell(table[col].mean(), table[col].std(ddof=1), "%" in col)
+        out = pd.concat([out, pd.DataFrame([summary])], ignore_index=True)
+    return out
+
+
 def frame_markdown(frame: pd.DataFrame) -> str:
     """A plain GitHub-markdown rendering of a small frame of strings."""
     lines = [
@@ -236,6 +280,9 @@ def summarize(
             + ", ".join(f"{k} ({v} of {len(picks)} runs)" for k, v in counts.items())
             + ".\n"
         )
+        chosen = chosen_table(list(exp_dirs), frames, twins)
+        if not chosen.empty:
+            text += "\n" + frame_markdown(chosen) + "\n"
     if twins:
         near = twin_table(exp_dirs, twins)
         if not near.empty:
