@@ -387,6 +387,21 @@ def test_tiny_hard_build(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert (config["plan"], config["channel_share"]) == ("hard", HARD.channel_share)
     with pytest.raises(corpus.CorpusError, match="plan 'hard'"):
         build_corpus(out, size=TINY, plan="default", engines="espeak", progress=False, verbose=False)
+    # a system folder an earlier build left behind is named, kept, and stays out of the protocols
+    stray = out / "MLAAD_v5" / "fake" / "en" / "piper_en_US-joe_medium-lively"
+    stray.mkdir(parents=True)
+    sf.write(str(stray / "old.wav"), np.zeros(1600, np.float32), 16000)
+    again = build_corpus(out, size=TINY, plan="hard", engines="espeak,sam", jobs=1, progress=False)
+    printed = capsys.readouterr().out
+    assert (
+        again.written == 0
+        and "fake/en/piper_en_US-joe_medium-lively" in printed
+        and "note: 1 folder" in printed
+    )
+    assert (stray / "old.wav").is_file()
+    assert not any(
+        "lively" in r["path"] for split in SPLITS for r in read_protocol(out / "protocols" / f"{split}.csv")
+    )
 
 
 def test_default_plan_manifest_has_no_channels(small: tuple[Path, corpus.CorpusReport]) -> None:

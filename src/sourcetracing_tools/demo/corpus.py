@@ -1180,8 +1180,23 @@ def build_corpus(
         print(format_summary(rows))
         for problem in problems:
             print(f"warning: {problem}")
+        stale = stale_folders(out, clips)
+        if stale:
+            print(
+                f"note: {len(stale)} folder(s) under {MLAAD_DIR} hold no clip of this build (left by an "
+                f"earlier one; not in the protocols, left in place): {', '.join(stale)}"
+            )
         print(f"{written} new files in {seconds:.1f} s; protocols in {out / PROTOCOL_DIR}")
     return CorpusReport(out, rows, skipped, problems, written, seconds, protocols)
+
+
+def stale_folders(out: Path, clips: Sequence[Clip]) -> list[str]:
+    """System folders (``fake/<lang>/<system>``) under the corpus's audio root that hold no clip of
+    ``clips``: what an earlier build with another plan or other engines left behind."""
+    root = Path(out) / MLAAD_DIR
+    used = {str(Path(c.relpath).parent) for c in clips}
+    found = sorted(str(p.relative_to(root)) for p in root.glob("fake/*/*") if p.is_dir())
+    return [f for f in found if f not in used]
 
 
 def _write_rir_lists(out: Path, size: CorpusSize) -> None:
