@@ -155,11 +155,19 @@ def dev_selected(frame: pd.DataFrame) -> tuple[str, str] | None:
     >>> dev_selected(frame)
     ('b', 'knn')
     """
-    chosen = frame[frame["default"]].assign(_neg_auroc=lambda f: -f["dev_auroc"])
+    from sourcetracing.ood.report import select_on_dev
+
+    chosen = frame[frame["default"]].sort_values("system", kind="stable")  # the first of equals wins
     if chosen.empty:
         return None
-    best = chosen.sort_values(["dev_eer_%", "_neg_auroc", "system"], kind="stable").iloc[0]
-    return str(best["system"]), str(best["scorer"])
+    candidates = {
+        (str(r["system"]), str(r["scorer"])): {
+            "dev_eer": np.nan_to_num(r["dev_eer_%"], nan=np.inf),  # a run without dev numbers comes last
+            "dev_auroc": np.nan_to_num(r["dev_auroc"], nan=-np.inf),
+        }
+        for _, r in chosen.iterrows()
+    }
+    return select_on_dev(candidates)
 
 
 def twin_table(exp_dirs: Sequence[str | Path], twins: dict[str, str]) -> pd.DataFrame:
@@ -221,8 +229,7 @@ def chosen_table(
     numeric = table.columns[2:]
     out = table.astype(object)
     for col in numeric:
-        pct = "%" in col
-        out[col] = [_cell(v, np.nan, pct) for v in table[col]]
+        out[col] = [_cell(v, np.nan, "%" in col) for v in table[col]]
     if len(table) > 1:
         summary = {"run": "mean ± sd", "chosen on dev": ""}
         for col in numeric:
