@@ -316,10 +316,17 @@ def train_versions_of(cfg: Config, augment: tuple[str, ...]) -> TrainVersions | 
 
 
 def compute_statistics(
-    cfg: Config, settings: dict, n_jobs: int, augment: tuple[str, ...], cache_dir: Path
+    cfg: Config,
+    settings: dict,
+    n_jobs: int,
+    augment: tuple[str, ...],
+    cache_dir: Path,
+    splits: dict[str, pd.DataFrame] | None = None,
 ) -> SplitStatistics:
-    """The statistics of every split's clips (train with its augmented copies), cached in ``cache_dir``."""
-    splits, _ = prepare_splits(cfg)
+    """The statistics of every split's clips (train with its augmented copies), cached in ``cache_dir``;
+    ``splits``: the annotated splits when the caller has them (else read from the protocols)."""
+    if splits is None:
+        splits, _ = prepare_splits(cfg)
     train_versions = train_versions_of(cfg, augment)
     out: SplitStatistics = {}
     for split, df in splits.items():
@@ -359,7 +366,7 @@ def export_statistics(
     system = layout.system(system_name)
     with step_lock(layout.locks / f"export-{system_name}.lock", f"the outputs of {system_name}"):
         if computed is None:
-            computed = compute_statistics(cfg, settings, n_jobs, augment, system.root / "cache")
+            computed = compute_statistics(cfg, settings, n_jobs, augment, system.root / "cache", splits)
         feats: dict[str, tuple[np.ndarray, pd.DataFrame]] = {}
         for split, df in splits.items():
             x, kept, bad = computed[split]
