@@ -3,9 +3,10 @@
 Each front end is registered in :data:`sourcetracing.components.FRONTENDS` with its default
 settings and chosen by ``frontend.name``; its settings live in ``frontend.<name>``. Built-ins:
 
-- ``hf_ssl`` (:mod:`.hf_ssl`): a Hugging Face audio encoder (wav2vec2, HuBERT, WavLM, ...) by hub
-  name or local path; ``layer: k`` returns exactly the model's ``hidden_states[k]`` while running
-  only the first k transformer layers.
+- ``hf_ssl`` (:mod:`.hf_ssl`): a Hugging Face audio encoder by hub name or local path: waveform
+  models (wav2vec2, XLS-R, HuBERT, WavLM) and w2v-BERT 2.0, whose filter-bank input is computed
+  in torch; ``layer: k`` returns exactly the model's ``hidden_states[k]`` while running only the
+  first k transformer layers.
 - ``lfcc`` and ``logmel`` (:mod:`.spectral`): linear-frequency cepstra (+ deltas) and log mel
   energies, in torch, no weights needed.
 
