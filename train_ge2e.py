@@ -8,7 +8,13 @@ torchrun --nproc_per_node=2 train_ge2e.py --config configs/demo.yaml
 
 import sys
 
-from sourcetracing.training.ge2e import main
+try:
+    from sourcetracing.training.ge2e import main
+except ModuleNotFoundError as err:
+    sys.exit(
+        f"error: {err.name} is not importable from {sys.executable}; run `make install` and use "
+        ".venv/bin/python (or ./run.sh, which finds it)"
+    )
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,7 +8,13 @@ torchrun --nproc_per_node=2 train_refd.py --config configs/refd_mlaad.yaml   # D
 
 import sys
 
-from sourcetracing.training.classifier import main
+try:
+    from sourcetracing.training.classifier import main
+except ModuleNotFoundError as err:
+    sys.exit(
+        f"error: {err.name} is not importable from {sys.executable}; run `make install` and use "
+        ".venv/bin/python (or ./run.sh, which finds it)"
+    )
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -14,8 +14,11 @@ import sys
 
 try:
     from sourcetracing_tools.download.cli import main
-except ImportError as err:  # the package is not installed and src/ is not on PYTHONPATH
-    sys.exit(f"cannot import sourcetracing ({err}); run `pip install -e .` or set PYTHONPATH=src")
+except ModuleNotFoundError as err:
+    sys.exit(
+        f"error: {err.name} is not importable from {sys.executable}; run `make install` and use "
+        ".venv/bin/python (or ./run.sh, which finds it)"
+    )
 
 
 if __name__ == "__main__":

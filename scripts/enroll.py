@@ -15,7 +15,13 @@ writes <exp>/<system>/enrolment/enrolment.csv and enrolment_curve.png (outputs o
 
 import sys
 
-from sourcetracing.enrol import main
+try:
+    from sourcetracing.enrol import main
+except ModuleNotFoundError as err:
+    sys.exit(
+        f"error: {err.name} is not importable from {sys.executable}; run `make install` and use "
+        ".venv/bin/python (or ./run.sh, which finds it)"
+    )
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -15,7 +15,13 @@ its name without extension.
 
 import sys
 
-from sourcetracing.score_files import main
+try:
+    from sourcetracing.score_files import main
+except ModuleNotFoundError as err:
+    sys.exit(
+        f"error: {err.name} is not importable from {sys.executable}; run `make install` and use "
+        ".venv/bin/python (or ./run.sh, which finds it)"
+    )
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -10,8 +10,14 @@ seen in training are scored. No model runs here: the outputs were exported by th
 
 import sys
 
-from sourcetracing.cli import run, step_parser
-from sourcetracing.judge import known_class_metrics, print_known
+try:
+    from sourcetracing.cli import run, step_parser
+    from sourcetracing.judge import known_class_metrics, print_known
+except ModuleNotFoundError as err:
+    sys.exit(
+        f"error: {err.name} is not importable from {sys.executable}; run `make install` and use "
+        ".venv/bin/python (or ./run.sh, which finds it)"
+    )
 
 
 def body(cfg, args) -> int:

@@ -17,8 +17,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sourcetracing_tools.demo.corpus import PLANS, CorpusError, build_corpus
-from sourcetracing_tools.demo.engines import ENGINE_GROUPS, ENGINES
+try:
+    from sourcetracing_tools.demo.corpus import PLANS, CorpusError, build_corpus
+    from sourcetracing_tools.demo.engines import ENGINE_GROUPS, ENGINES
+except ModuleNotFoundError as err:
+    sys.exit(
+        f"error: {err.name} is not importable from {sys.executable}; run `make install` and use "
+        ".venv/bin/python (or ./run.sh, which finds it)"
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -13,10 +13,16 @@ from __future__ import annotations
 
 import sys
 
-from sourcetracing.cli import run, step_parser
-from sourcetracing.config import resolve_device, save_resolved
-from sourcetracing.data.check import run_check
-from sourcetracing.distributed import cleanup, init_distributed
+try:
+    from sourcetracing.cli import run, step_parser
+    from sourcetracing.config import resolve_device, save_resolved
+    from sourcetracing.data.check import run_check
+    from sourcetracing.distributed import cleanup, init_distributed
+except ModuleNotFoundError as err:
+    sys.exit(
+        f"error: {err.name} is not importable from {sys.executable}; run `make install` and use "
+        ".venv/bin/python (or ./run.sh, which finds it)"
+    )
 
 
 def preprocess(cfg, args) -> int:

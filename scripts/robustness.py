@@ -18,7 +18,13 @@ robustness_macro_f1.png) and <exp_dir>/robustness/<condition>/<system>/outputs/.
 
 import sys
 
-from sourcetracing.cli import report_error, run, step_parser
+try:
+    from sourcetracing.cli import report_error, run, step_parser
+except ModuleNotFoundError as err:
+    sys.exit(
+        f"error: {err.name} is not importable from {sys.executable}; run `make install` and use "
+        ".venv/bin/python (or ./run.sh, which finds it)"
+    )
 
 
 def _names(text: str | None) -> list[str] | None:

@@ -14,10 +14,16 @@ most (d′ for two systems). A diagnostic: nothing is trained or written into th
 import sys
 from pathlib import Path
 
-import pandas as pd
+try:
+    import pandas as pd
 
-from sourcetracing.cli import run, step_parser
-from sourcetracing.errors import DataError
+    from sourcetracing.cli import run, step_parser
+    from sourcetracing.errors import DataError
+except ModuleNotFoundError as err:
+    sys.exit(
+        f"error: {err.name} is not importable from {sys.executable}; run `make install` and use "
+        ".venv/bin/python (or ./run.sh, which finds it)"
+    )
 
 
 def body(cfg, args) -> int:

@@ -7,7 +7,13 @@ python scripts/summarize_results.py --exp exp/demo_s0 exp/demo_s1 exp/demo_s2 --
 
 import sys
 
-from sourcetracing.summary import main
+try:
+    from sourcetracing.summary import main
+except ModuleNotFoundError as err:
+    sys.exit(
+        f"error: {err.name} is not importable from {sys.executable}; run `make install` and use "
+        ".venv/bin/python (or ./run.sh, which finds it)"
+    )
 
 if __name__ == "__main__":
     sys.exit(main())

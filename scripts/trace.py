@@ -7,7 +7,13 @@ python scripts/trace.py --exp exp/demo clip.wav                         # the ex
 
 import sys
 
-from sourcetracing.trace import main
+try:
+    from sourcetracing.trace import main
+except ModuleNotFoundError as err:
+    sys.exit(
+        f"error: {err.name} is not importable from {sys.executable}; run `make install` and use "
+        ".venv/bin/python (or ./run.sh, which finds it)"
+    )
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -11,10 +11,16 @@ files are evaluated against it with scripts/evaluate_scores.py.
 import sys
 from pathlib import Path
 
-import pandas as pd
+try:
+    import pandas as pd
 
-from sourcetracing.cli import run, step_parser
-from sourcetracing.score_files import write_key
+    from sourcetracing.cli import run, step_parser
+    from sourcetracing.score_files import write_key
+except ModuleNotFoundError as err:
+    sys.exit(
+        f"error: {err.name} is not importable from {sys.executable}; run `make install` and use "
+        ".venv/bin/python (or ./run.sh, which finds it)"
+    )
 
 
 def body(cfg, args) -> int:
