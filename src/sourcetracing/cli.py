@@ -9,18 +9,20 @@ A step script is::
 
 :func:`run` loads the config and maps every :class:`~sourcetracing.errors.SourceTracingError` to
 ``error: <one line>`` on stderr and its ``exit_code`` (1 data, 2 config, 3 stale input, 4 would
-overwrite, 5 locked); Ctrl-C exits with 130.
+overwrite, 5 locked); Ctrl-C exits with 130. Before the work starts it prints one line naming the
+config it loaded and the experiment folder it writes to (:func:`config_line`).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
-from sourcetracing.config import Config, add_config_args, config_from_args
+from sourcetracing.config import DEFAULT_CONFIG, Config, add_config_args, config_from_args
 from sourcetracing.errors import SourceTracingError
 
 
@@ -31,6 +33,24 @@ def step_parser(prog: str, doc: str | None, config_required: bool = False) -> ar
     )
     add_config_args(parser, required=config_required)
     return parser
+
+
+def config_line(cfg: Config, path: str | os.PathLike | None, overrides: list[str] | None = None) -> str:
+    """``config: <file> [+ N override(s)] (exp_dir <folder>)``; ``path`` None: the default config.
+
+    >>> from types import SimpleNamespace
+    >>> config_line(SimpleNamespace(exp_dir="exp/x"), None, ["exp_dir=exp/x"])
+    'config: configs/refd_mlaad.yaml, the default (no --config given) + 1 override(s) (exp_dir exp/x)'
+    """
+    source = str(path) if path is not None else f"{DEFAULT_CONFIG}, the default (no --config given)"
+    extra = f" + {len(overrides)} override(s)" if overrides else ""
+    return f"config: {source}{extra} (exp_dir {cfg.exp_dir})"
+
+
+def announce_config(cfg: Config, path: str | os.PathLike | None, overrides: list[str] | None = None) -> None:
+    """Print :func:`config_line` once per run (on the first process only under torchrun)."""
+    if os.environ.get("RANK", "0") == "0":
+        print(config_line(cfg, path, overrides), flush=True)
 
 
 def report_error(err: BaseException) -> int:
@@ -51,6 +71,7 @@ def run(
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         cfg = config_from_args(args)
+        announce_config(cfg, args.config, args.overrides)
         result = body(cfg, args)
     except SourceTracingError as err:
         return report_error(err)

@@ -620,15 +620,16 @@ def add_config_args(parser: argparse.ArgumentParser, required: bool = False) -> 
     parser.add_argument(
         "--config",
         required=required,
-        default=None if required else DEFAULT_CONFIG,
+        default=None,  # None: not given; config_from_args reads DEFAULT_CONFIG then
         help=f"experiment YAML (default: {DEFAULT_CONFIG}, the original baseline's recipe on MLAAD)",
     )
     parser.add_argument("overrides", nargs="*", default=[], help="dotted overrides, e.g. train.epochs=3")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    """Load the config named by parsed arguments (raises :class:`ConfigError`)."""
-    return load_config(args.config, args.overrides)
+    """Load the config named by parsed arguments, ``DEFAULT_CONFIG`` without ``--config`` (raises
+    :class:`ConfigError`)."""
+    return load_config(args.config or DEFAULT_CONFIG, args.overrides)
 
 
 def resolve_device(name: str = "auto"):

@@ -554,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
     """``scripts/enroll.py``."""
     import argparse
 
-    from sourcetracing.cli import report_error
+    from sourcetracing.cli import announce_config, report_error
     from sourcetracing.errors import SourceTracingError
     from sourcetracing.trace import config_for
 
@@ -588,6 +588,7 @@ def main(argv: list[str] | None = None) -> int:
     into = [s.strip() for s in args.into.split(",") if s.strip()] if args.into else None
     try:
         cfg = config_for(args.config, args.exp, overrides)
+        announce_config(cfg, Path(args.exp) / "config.yaml" if args.exp else args.config, overrides)
         layout = ExperimentLayout.of(cfg)
         if args.system is not None:
             if not inputs:
