@@ -2,32 +2,50 @@
 """Stage 9: a 2-D map (UMAP if umap-learn is installed, else t-SNE) of a system's embeddings.
 
     python scripts/plot_embeddings.py [--config configs/demo.yaml] --system ge2e [--method tsne]
+    python scripts/plot_embeddings.py --config configs/demo.yaml --system all   # every system with embeddings
 
 Reads <exp_dir>/<system>/outputs/ and writes <exp_dir>/<system>/embeddings/embedding_map.png.
 Colour per system, marker per split (train o, dev ^, eval s), unseen systems outlined in black.
+--system all maps each system of exp_dir whose exported outputs carry embeddings.
 """
 
 import sys
 from pathlib import Path
 
-from sourcetracing.cli import run, step_parser
+try:
+    from sourcetracing.cli import run, step_parser
+except ModuleNotFoundError as err:
+    sys.exit(
+        f"error: {err.name} is not importable from {sys.executable}; run `make install` and use "
+        ".venv/bin/python (or ./run.sh, which finds it)"
+    )
 
 
 def body(cfg, args) -> int:
-    from sourcetracing.embedding_maps import map_from_outputs
+    from sourcetracing.embedding_maps import chosen_systems, map_from_outputs
+    from sourcetracing.errors import ConfigError
     from sourcetracing.judge import load_outputs
     from sourcetracing.layout import ExperimentLayout
 
-    outputs = load_outputs(cfg, args.system)
-    out = args.out or ExperimentLayout.of(cfg).system(args.system).embeddings / "embedding_map.png"
-    map_from_outputs(outputs, out, args.method, args.max_points, args.seed, args.splits)
-    print(f"map written to {out}")
+    layout = ExperimentLayout.of(cfg)
+    systems = chosen_systems(cfg, args.system)
+    if args.out and len(systems) > 1:
+        raise ConfigError("--out names one map: give --system NAME with it")
+    for system in systems:
+        outputs = load_outputs(cfg, system)
+        out = args.out or layout.system(system).embeddings / "embedding_map.png"
+        map_from_outputs(outputs, out, args.method, args.max_points, args.seed, args.splits)
+        print(f"{system} map written to {out}")
     return 0
 
 
 def main(argv=None) -> int:
     parser = step_parser("plot_embeddings.py", __doc__)
-    parser.add_argument("--system", default="ge2e", help="system folder under exp_dir (default: ge2e)")
+    parser.add_argument(
+        "--system",
+        default="ge2e",
+        help="system folder under exp_dir, or all: every system with embeddings (default: ge2e)",
+    )
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--method", choices=["auto", "umap", "tsne"], default="auto")
     parser.add_argument("--max-points", type=int, default=3000)

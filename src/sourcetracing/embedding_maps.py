@@ -29,6 +29,21 @@ INDEX_COLUMNS = ["clip_id", "model_name", "label", "system_id", "known", "langua
 SPLIT_MARKERS = {"train": "o", "dev": "^", "eval": "s"}
 
 
+def chosen_systems(cfg, name: str) -> list[str]:
+    """``[name]``, or for ``all`` every system of the experiment whose exported outputs carry
+    embeddings, whatever its name (stage 9 maps them all)."""
+    from sourcetracing.layout import ExperimentLayout
+
+    if name != "all":
+        return [name]
+    systems = [s.name for s in ExperimentLayout.of(cfg).systems_with("embeddings")]
+    if not systems:
+        raise MissingInputError(
+            f"no system in {cfg.exp_dir} has exported embeddings: run the training or export steps first"
+        )
+    return systems
+
+
 def system_ids(models: pd.Series, label_map: LabelMap) -> np.ndarray:
     """label_map.csv's ``system_id`` of each system: the class id (known) or ``num_classes + i`` (OOD); -1 if absent.
 
