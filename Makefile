@@ -35,7 +35,7 @@ demo-corpus: install
 # corpus -> features -> AASIST -> known-class metrics -> OOD -> GE2E -> MFCC reference -> statistics system
 # -> fusion -> maps -> summary -> trace.
 demo: install
-	PYTHON=$(PY) ./run.sh --config $(DEMO_CONFIG) --corpus $(DEMO_DATA)
+	PYTHON=$(PY) ./run.sh --config $(DEMO_CONFIG) --corpus $(DEMO_DATA) -- exp_dir=$(DEMO_EXP)
 	@echo
 	@echo "Results: $(DEMO_EXP)/summary.md (every system and scorer); per system ($(DEMO_EXP)/aasist, ge2e, mfcc, stats, fusion):"
 	@echo "  outputs/ (exported once), results/ (known-class metrics), ood_step/ (OOD reports, scores, ROC/DET),"

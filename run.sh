@@ -20,19 +20,27 @@
 #   8  score fusion (fitted on dev), judge          scripts/fusion.py
 #   9  embeddings and 2-D maps                     scripts/generate_embeddings.py, scripts/plot_embeddings.py
 #  10  summary of every system and scorer          scripts/summarize_results.py
-#  11  trace a few clips                           scripts/trace.py
+#  11  trace a sample of eval clips                scripts/trace.py --sample-eval N
 #  12  robustness report card (codecs, channels,   scripts/robustness.py
 #      short clips); after the default range: ask for it with --stop-stage 12
+#
+# Stage 9 maps every system whose exported outputs carry embeddings. Stage 11 traces a seeded
+# sample of eval clips drawn from the protocols (--trace-sample N, default 20); --trace "FILES"
+# traces those files or folders instead.
+#
+# The Python interpreter: --python PATH, else $PYTHON, else the project's .venv/bin/python (what
+# `make install` makes) when it exists, else python3.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-PY=${PYTHON:-python}
+PY=${PYTHON:-}
 config=""
 stage=0
 stop_stage=11
 corpus=""
 corpus_args=""
 trace_inputs=""
+trace_sample=20
 train_mode="--resume"
 overrides=()
 while [ $# -gt 0 ]; do
@@ -43,14 +51,19 @@ while [ $# -gt 0 ]; do
     --corpus) corpus=$2; shift 2 ;;
     --corpus-args) corpus_args=$2; shift 2 ;;
     --trace) trace_inputs=$2; shift 2 ;;
+    --trace-sample) trace_sample=$2; shift 2 ;;
     --python) PY=$2; shift 2 ;;
     --force) train_mode="--force"; shift ;;
     --) shift; overrides=("$@"); break ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 [ -n "$config" ] || { echo "run.sh: --config is required" >&2; exit 2; }
+if [ -z "$PY" ]; then
+  if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
+fi
+echo "run.sh: python $PY"
 cfg=(--config "$config" "${overrides[@]}")
 
 run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
@@ -101,10 +114,8 @@ if run_stage 8; then
 fi
 if run_stage 9; then
   banner 9 "embeddings and 2-D maps"
-  for system in ge2e aasist; do
-    $PY scripts/generate_embeddings.py "${cfg[@]}" --system "$system"
-    $PY scripts/plot_embeddings.py "${cfg[@]}" --system "$system"
-  done
+  $PY scripts/generate_embeddings.py "${cfg[@]}" --system all
+  $PY scripts/plot_embeddings.py "${cfg[@]}" --system all
 fi
 if run_stage 10; then
   banner 10 "summary"
@@ -112,12 +123,12 @@ if run_stage 10; then
 fi
 if run_stage 11; then
   banner 11 "trace a few clips"
-  if [ -z "$trace_inputs" ]; then
-    root=$($PY -c "import sys; from sourcetracing.config import load_config; print(load_config(sys.argv[1], sys.argv[2:]).data.root)" "${cfg[@]:1}")
-    trace_inputs=$(find "$root" -name '*_eval_0000.wav' | sort | head -n 20 | tr '\n' ' ')
+  if [ -n "$trace_inputs" ]; then
+    # shellcheck disable=SC2086
+    $PY scripts/trace.py "${cfg[@]}" $trace_inputs
+  else
+    $PY scripts/trace.py "${cfg[@]}" --sample-eval "$trace_sample"
   fi
-  # shellcheck disable=SC2086
-  $PY scripts/trace.py "${cfg[@]}" $trace_inputs
 fi
 if run_stage 12; then
   banner 12 "robustness report card: every system under codecs, channels and short clips"

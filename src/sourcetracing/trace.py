@@ -6,6 +6,7 @@ decision at the threshold fitted on dev by the OOD step.
 
     python scripts/trace.py --config configs/demo.yaml clip.wav folder/ [--system aasist] [--top-k 3]
     python scripts/trace.py --exp exp/demo clip.wav                       # the experiment's saved config
+    python scripts/trace.py --config configs/demo.yaml --sample-eval 20 [--seed 0]   # eval clips of the protocols
 
 Before anything runs, the parts are checked to belong together: the OOD step must have been made
 from the system's current outputs, the outputs from the current checkpoint, and the checkpoint's
@@ -43,7 +44,7 @@ import torch
 
 from sourcetracing.config import Config, load_config, resolve_device
 from sourcetracing.data.protocols import LabelMap
-from sourcetracing.errors import MissingInputError, SourceTracingError, WouldOverwriteError
+from sourcetracing.errors import DataError, MissingInputError, SourceTracingError, WouldOverwriteError
 from sourcetracing.features.store import to_store_dtype
 from sourcetracing.layout import OUTPUTS_META, ExperimentLayout
 from sourcetracing.progress import progress
@@ -69,6 +70,22 @@ RESULT_COLUMNS = [
 
 class TraceError(MissingInputError):
     """The experiment is not ready for tracing (missing or mismatched step outputs)."""
+
+
+def sample_eval_clips(cfg: Config, n: int, seed: int = 0) -> list[Path]:
+    """``n`` clips of the eval protocol drawn with ``seed`` (every clip when it has fewer), in path order."""
+    from sourcetracing.data.protocols import check_inside_root, read_protocol
+
+    name = cfg.data.splits.get("eval")
+    if not name:
+        raise DataError(f"data.splits names no eval split ({sorted(cfg.data.splits)}) to draw clips from")
+    rows = read_protocol(Path(cfg.data.protocols) / name)
+    check_inside_root(rows, cfg.data.root, "eval split")
+    paths = sorted(set(rows["path"]))
+    if not paths:
+        raise DataError(f"{Path(cfg.data.protocols) / name}: the eval split has no clips to draw from")
+    chosen = np.random.default_rng(seed).choice(len(paths), size=min(n, len(paths)), replace=False)
+    return [Path(cfg.data.root) / paths[i] for i in sorted(chosen)]
 
 
 def find_audio(inputs: Iterable[str | Path]) -> list[Path]:
@@ -399,10 +416,20 @@ def config_for(config: str | None, exp: str | None, overrides: list[str]) -> Con
     return load_config(config or "configs/refd_mlaad.yaml", overrides)
 
 
+def _positive(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    import argparse
+
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a count of at least 1, got {text}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    from sourcetracing.cli import report_error
+    from sourcetracing.cli import announce_config, report_error
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -410,8 +437,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=None, help="experiment YAML (default configs/refd_mlaad.yaml)")
     parser.add_argument("--exp", default=None, help="an experiment folder: use its saved config.yaml")
     parser.add_argument(
-        "inputs", nargs="+", help="audio files or folders (searched recursively); key=value overrides too"
+        "inputs", nargs="*", help="audio files or folders (searched recursively); key=value overrides too"
     )
+    parser.add_argument(
+        "--sample-eval",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="also trace N clips of the eval protocol, drawn with --seed (what stage 11 of run.sh does)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the --sample-eval draw (default 0)")
     parser.add_argument("--system", default=None, help="system to trace with (default: trace.system)")
     parser.add_argument(
         "--top-k", type=int, default=None, help="systems listed per clip (default: trace.top_k)"
@@ -431,9 +466,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.out is not None and args.out.exists():  # before any work
             raise WouldOverwriteError(f"{args.out} exists; choose another --out")
         cfg = config_for(args.config, args.exp, overrides)
+        announce_config(cfg, Path(args.exp) / "config.yaml" if args.exp else args.config, overrides)
         files = find_audio(inputs)
+        if args.sample_eval:
+            files += sample_eval_clips(cfg, args.sample_eval, args.seed)
         if not files:
-            print("error: no audio files found in the given inputs", file=sys.stderr)
+            what = "in the given inputs" if inputs else "(give clips or folders, or --sample-eval N)"
+            print(f"error: no audio files found {what}", file=sys.stderr)
             return 2
         tracer = Tracer.load(cfg, args.system, args.scorer, args.device)
         df = tracer.trace(files, args.top_k, args.batch_size)
