@@ -1,35 +1,40 @@
 #!/usr/bin/env python
-"""Export a trained system's outputs again (the training steps do it once at their end).
+"""Export a system's outputs again (the steps that make a system do it once at their end).
 
-    python scripts/export_outputs.py --config configs/demo.yaml [--system aasist|ge2e|mfcc] [--checkpoint PATH]
+    python scripts/export_outputs.py --config configs/demo.yaml [--system S] [--checkpoint PATH] [--jobs N]
 
-Writes <exp_dir>/<system>/outputs/ (the file contract every judging step reads).
+S (default: model.name) is routed to its own exporter: the classifier (model.name) and ge2e run
+their checkpoint (--checkpoint: another one than best.pt), mfcc and stats (and each name in
+stats.variants) recompute their statistics and refit, fusion refits on dev. Any other name is
+refused with the reason. Writes <exp_dir>/<S>/outputs/ (the file contract every judging step reads).
 """
 
 import sys
 from pathlib import Path
 
-from sourcetracing.cli import run, step_parser
+try:
+    from sourcetracing.cli import run, step_parser
+except ModuleNotFoundError as err:
+    sys.exit(
+        f"error: {err.name} is not importable from {sys.executable}; run `make install` and use "
+        ".venv/bin/python (or ./run.sh, which finds it)"
+    )
 
 
 def body(cfg, args) -> int:
-    from sourcetracing.systems.export import export_classifier, export_ge2e
-    from sourcetracing.systems.mfcc import export_mfcc
+    from sourcetracing.systems.export import export_system
 
-    system = args.system or cfg.model.name
-    if system == "mfcc":
-        export_mfcc(cfg)
-    elif system == "ge2e":
-        export_ge2e(cfg, checkpoint=args.checkpoint)
-    else:
-        export_classifier(cfg, checkpoint=args.checkpoint)
+    export_system(cfg, args.system or cfg.model.name, checkpoint=args.checkpoint, n_jobs=args.jobs)
     return 0
 
 
 def main(argv=None) -> int:
     parser = step_parser("export_outputs.py", __doc__)
     parser.add_argument("--system", default=None, help="default: model.name")
-    parser.add_argument("--checkpoint", type=Path, default=None, help="default: the system's best.pt")
+    parser.add_argument(
+        "--checkpoint", type=Path, default=None, help="trained systems only (default: the system's best.pt)"
+    )
+    parser.add_argument("--jobs", type=int, default=None, help="statistics systems: parallel audio workers")
     return run(parser, argv, body)
 
 

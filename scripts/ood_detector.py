@@ -6,23 +6,30 @@ Mahalanobis, centroid) fitted on the train outputs, thresholds and calibrations 
     python scripts/ood_detector.py --feature_extraction_step     # the original's command
 
 --feature_extraction_step (the original's flag: extract the model's hidden states and logits
-first) re-exports the system's outputs from its checkpoint before scoring; without it the step
-reads the outputs the training step exported. Writes <exp_dir>/<system>/ood_step/.
+first) re-exports the system's outputs before scoring, with the system's own exporter (as
+scripts/export_outputs.py --system does; --checkpoint for the trained systems); without it the
+step reads the outputs the system's step exported. Writes <exp_dir>/<system>/ood_step/.
 """
 
 import sys
 from pathlib import Path
 
-from sourcetracing.cli import run, step_parser
-from sourcetracing.judge import ood_step, print_ood
+try:
+    from sourcetracing.cli import run, step_parser
+    from sourcetracing.judge import ood_step, print_ood
+except ModuleNotFoundError as err:
+    sys.exit(
+        f"error: {err.name} is not importable from {sys.executable}; run `make install` and use "
+        ".venv/bin/python (or ./run.sh, which finds it)"
+    )
 
 
 def body(cfg, args) -> int:
     system = args.system or cfg.model.name
     if args.feature_extraction_step or args.checkpoint:
-        from sourcetracing.systems.export import export_classifier, export_ge2e
+        from sourcetracing.systems.export import export_system
 
-        (export_ge2e if system == "ge2e" else export_classifier)(cfg, checkpoint=args.checkpoint)
+        export_system(cfg, system, checkpoint=args.checkpoint)
     names = [s.strip() for s in args.scorers.split(",") if s.strip()] if args.scorers else None
     summary = ood_step(cfg, system, names)
     print_ood(system, summary)

@@ -1,8 +1,9 @@
 """Export a trained system's outputs once: run its network over every split, write the file contract.
 
-    python scripts/export_outputs.py --config X [--system aasist|ge2e] [--checkpoint PATH]
+    python scripts/export_outputs.py --config X [--system aasist|ge2e|mfcc|stats|fusion] [--checkpoint PATH]
 
-The training steps call this at their end; the script re-exports (another checkpoint, say). The
+The training steps call this at their end; the script re-exports (another checkpoint, say) through
+:func:`export_system`, which routes each system to its own exporter or refuses with the reason. The
 outputs record the checkpoint, the feature store and the label map they were made from, so a
 judge reading them after a retraining stops with a clear line instead of mixing the two.
 
@@ -169,6 +170,69 @@ def export_ge2e(
     return system.outputs
 
 
+TRAINED_KINDS = ("classifier", "ge2e")  # kinds whose export runs a checkpoint (--checkpoint applies)
+
+
+def system_kind(cfg: Config, system: str) -> str:
+    """How ``system`` is exported under this config: ``classifier`` (``model.name``), ``ge2e``,
+    ``mfcc`` (the reference), ``stats`` (``stats`` and each of ``stats.variants``) or ``fusion``.
+
+    Any other name is :class:`ConfigError`, with the reason and the systems this config can export.
+    """
+    from sourcetracing.systems.fusion import SYSTEM as FUSION
+    from sourcetracing.systems.mfcc import SYSTEM as MFCC
+    from sourcetracing.systems.stats import stats_systems
+
+    kinds = {cfg.model.name: "classifier", "ge2e": "ge2e", MFCC: "mfcc", FUSION: "fusion"}
+    kinds.update({name: "stats" for name in stats_systems(cfg)})
+    if system in kinds:
+        return kinds[system]
+    known = ", ".join(kinds)
+    meta_path = ExperimentLayout.of(cfg).system(system).outputs / "meta.json"
+    task = json.loads(meta_path.read_text()).get("task") if meta_path.is_file() else None
+    if task == "classifier":
+        reason = (
+            f"its outputs come from a classifier, and this config's classifier is "
+            f"model.name={cfg.model.name} (add the override model.name={system})"
+        )
+    elif meta_path.is_file():
+        reason = f"no step of this config makes it (its outputs say task {task!r})"
+    else:
+        reason = "no such system in this config"
+    raise ConfigError(f"cannot export '{system}': {reason}; this config exports {known}")
+
+
+def export_system(
+    cfg: Config, system: str, checkpoint: str | Path | None = None, n_jobs: int | None = None
+) -> Path:
+    """Export the outputs of ``system`` with its own exporter (see :func:`system_kind`); returns the folder.
+
+    ``checkpoint`` applies to the trained systems (the classifier, GE2E) only; ``n_jobs`` to the
+    statistics systems (audio workers).
+    """
+    kind = system_kind(cfg, system)
+    if checkpoint is not None and kind not in TRAINED_KINDS:
+        raise ConfigError(
+            f"--checkpoint applies to the trained systems ({cfg.model.name}, ge2e); "
+            f"'{system}' ({kind}) has no checkpoint"
+        )
+    if kind == "classifier":
+        return export_classifier(cfg, checkpoint=checkpoint)
+    if kind == "ge2e":
+        return export_ge2e(cfg, checkpoint=checkpoint)
+    if kind == "mfcc":
+        from sourcetracing.systems.mfcc import export_mfcc
+
+        return export_mfcc(cfg, n_jobs)
+    if kind == "stats":
+        from sourcetracing.systems.stats import export_stats, stats_systems
+
+        return export_stats(stats_systems(cfg)[system], n_jobs, system=system)
+    from sourcetracing.systems.fusion import export_fusion
+
+    return export_fusion(cfg)
+
+
 def read_outputs(cfg: Config, system: str) -> SystemOutputs:
     """A system's outputs, checked against the current checkpoint and feature store when it has them."""
     outputs = SystemOutputs.read(ExperimentLayout.of(cfg).system(system).outputs, step=_producer(cfg, system))
@@ -227,7 +291,9 @@ __all__ = [
     "current_store_id",
     "export_classifier",
     "export_ge2e",
+    "export_system",
     "np",
     "read_outputs",
     "record_pass",
+    "system_kind",
 ]
