@@ -231,3 +231,30 @@ def test_w2v_bert_without_a_preprocessor_config_uses_the_extractor_defaults(tmp_
     fe = _frontend(path, 1)
     assert fe.filter_bank.settings == FilterBankSettings()
     assert fe(torch.randn(1, 16_000)).shape == (1, 49, 32)
+
+
+def test_whisper_style_input_is_refused_with_the_supported_kinds(tmp_path):
+    import transformers
+
+    config = transformers.WhisperConfig(
+        vocab_size=64,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=1,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_source_positions=1500,
+        max_target_positions=32,
+    )
+    transformers.WhisperModel(config).save_pretrained(tmp_path)
+    transformers.WhisperFeatureExtractor().save_pretrained(tmp_path)
+    with pytest.raises(
+        FrontEndError, match="WhisperModel takes input_features from a WhisperFeatureExtractor"
+    ):
+        _frontend(tmp_path, 1)
