@@ -168,3 +168,75 @@ def test_check_cli_exit_codes(tmp_path):
     bad = subprocess.run(base, capture_output=True, text=True)
     assert bad.returncode == 1
     assert "1 of 3 audio files missing" in bad.stderr
+
+
+def write_fine(proto: Path, split: str, cells: dict[tuple[str, str], list[tuple[str, str]]]) -> None:
+    """Official-style fine/ cell files of one split."""
+    (proto / "fine").mkdir(exist_ok=True)
+    for (lang_part, model_part), rows in cells.items():
+        name = f"{split}___{lang_part}___{model_part}.csv"
+        pd.DataFrame(rows, columns=["path", "model_name"]).to_csv(proto / "fine" / name, index=False)
+
+
+def test_official_fine_cells_are_taken_when_present(tmp_path, caplog):
+    proto = write_corpus(tmp_path)
+    # dev: the known vits clip listed under model_not_seen, as the official v5 files do for 91 clips
+    write_fine(
+        proto,
+        "dev",
+        {
+            ("lang_seen", "model_seen"): [],
+            ("lang_seen", "model_not_seen"): [DEV[0], DEV[2]],
+            ("lang_not_seen", "model_seen"): [],
+            ("lang_not_seen", "model_not_seen"): [DEV[1]],
+        },
+    )
+    # eval: the duplicate row again, and one clip in no cell file
+    write_fine(
+        proto,
+        "eval",
+        {
+            ("lang_seen", "model_seen"): [EVAL[0], EVAL[3], EVAL[3]],
+            ("lang_seen", "model_not_seen"): [],
+            ("lang_not_seen", "model_seen"): [],
+            ("lang_not_seen", "model_not_seen"): [],
+        },
+    )
+    with caplog.at_level(logging.INFO, logger="sourcetracing.data.protocols"):
+        splits, _ = prepare_splits(config_for(tmp_path))
+    dev = splits["dev"].set_index("model_name")
+    assert dev.loc["tts_models/en/ljspeech/vits", "cell"] == "seen_lang/unseen_model"
+    assert bool(dev.loc["tts_models/en/ljspeech/vits", "known"])  # known still follows the train split
+    assert set(splits["dev"]["cell_source"]) == {"official"}
+    assert "differs from the derived one for 1 clip(s)" in caplog.text
+
+    ev = splits["eval"].set_index("model_name")
+    assert len(splits["eval"]) == 3  # the duplicate row is still dropped
+    assert "eval.csv: dropped 1 duplicate row(s)" in caplog.text
+    assert [r.levelname for r in caplog.records if "eval___lang_seen___model_seen.csv" in r.getMessage()] == [
+        "INFO"
+    ]
+    assert (
+        ev.loc["parler_tts", "cell_source"] == "derived"
+        and ev.loc["parler_tts", "cell"] == "unseen_lang/unseen_model"
+    )
+    assert "1 clip(s) are in no fine/ cell file" in caplog.text
+    assert set(splits["train"]["cell_source"]) == {"derived"}  # no train cell files
+
+
+def test_fine_cells_conflicts_and_partial_sets(tmp_path, caplog):
+    proto = write_corpus(tmp_path)
+    write_fine(proto, "dev", {("lang_seen", "model_seen"): DEV[:1], ("lang_seen", "model_not_seen"): DEV[:1]})
+    with pytest.raises(ProtocolError, match="listed in more than one cell file"):
+        prepare_splits(config_for(tmp_path))
+    (proto / "fine" / "dev___lang_seen___model_not_seen.csv").unlink()
+    with caplog.at_level(logging.WARNING):
+        splits, _ = prepare_splits(config_for(tmp_path))
+    assert "dev___lang_not_seen___model_seen.csv" in caplog.text  # missing cell files are named
+    assert splits["dev"]["cell_source"].tolist() == ["official", "derived", "derived"]
+
+
+def test_without_fine_folder_cells_are_derived(tmp_path):
+    write_corpus(tmp_path)
+    splits, _ = prepare_splits(config_for(tmp_path))
+    assert all(set(df["cell_source"]) == {"derived"} for df in splits.values())

@@ -4,6 +4,14 @@ A protocol is a CSV with a ``path,model_name`` header (extra columns are kept); 
 ``./fake/<lang>/<model_dir>/<file>.wav`` and are relative to the MLAAD root. The label map is built
 from the train split alone: its systems, sorted by name, are the *known* classes; every other
 system is out-of-distribution (OOD).
+
+Fine-grained cells (language seen/unseen x model seen/unseen): the MLAAD v5 protocol zip ships a
+``fine/`` folder with one file per split and cell, named
+``<split>___lang_{seen,not_seen}___model_{seen,not_seen}.csv`` (same ``path,model_name`` format; the
+``<split>`` part is the stem of the split's CSV, e.g. ``dev`` for ``dev.csv``). When the protocol
+folder holds such files for a split, its ``cell`` column comes from them and ``cell_source`` says
+``official``; otherwise the cell is derived from the train languages and the label map
+(``cell_source`` = ``derived``).
 """
 
 from __future__ import annotations
@@ -24,6 +32,14 @@ log = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("path", "model_name")
 _LANG_RE = re.compile(r"^(?:\./)?fake/([^/]+)/")
+FINE_DIR = "fine"
+# (language part, model part) of an official fine/ file name -> the toolkit's cell name
+FINE_CELLS = {
+    ("lang_seen", "model_seen"): "seen_lang/seen_model",
+    ("lang_seen", "model_not_seen"): "seen_lang/unseen_model",
+    ("lang_not_seen", "model_seen"): "unseen_lang/seen_model",
+    ("lang_not_seen", "model_not_seen"): "unseen_lang/unseen_model",
+}
 
 
 class ProtocolError(DataError):
@@ -51,10 +67,11 @@ def clip_id_of(path: str) -> str:
     return str(PurePosixPath(path.replace("\\", "/"))).removeprefix("./")
 
 
-def read_protocol(csv_path: str | Path) -> pd.DataFrame:
+def read_protocol(csv_path: str | Path, quiet: bool = False) -> pd.DataFrame:
     """Read one protocol CSV; drop duplicate rows with a warning that counts them.
 
-    Returns a frame with the original columns plus ``clip_id`` and ``language``.
+    Returns a frame with the original columns plus ``clip_id`` and ``language``. ``quiet`` logs
+    the dropped duplicates at INFO level instead (for files whose duplicates were already reported).
     """
     csv_path = Path(csv_path)
     if not csv_path.is_file():
@@ -81,7 +98,12 @@ def read_protocol(csv_path: str | Path) -> pd.DataFrame:
     df = df.drop_duplicates(subset=["path", "model_name"]).reset_index(drop=True)
     dropped = n_before - len(df)
     if dropped:
-        log.warning("%s: dropped %d duplicate row(s)", csv_path.name, dropped)
+        log.log(
+            logging.INFO if quiet else logging.WARNING,
+            "%s: dropped %d duplicate row(s)",
+            csv_path.name,
+            dropped,
+        )
     df["clip_id"] = df["path"].map(clip_id_of)
     clash = df["clip_id"].duplicated(keep=False)
     if clash.any():
@@ -171,10 +193,61 @@ class LabelMap:
         return cls(known=known, ood=ood)
 
 
-def annotate(df: pd.DataFrame, split: str, label_map: LabelMap, train_languages: set[str]) -> pd.DataFrame:
-    """Add ``split``, ``label`` (-1 for OOD), ``known``, ``language_seen`` and ``cell`` columns.
+def fine_file_name(split_stem: str, lang_part: str, model_part: str) -> str:
+    """The official name of one fine-grained cell file.
 
-    ``cell`` is the fine-grained view: ``{seen,unseen}_lang/{seen,unseen}_model``.
+    >>> fine_file_name("eval", "lang_not_seen", "model_seen")
+    'eval___lang_not_seen___model_seen.csv'
+    """
+    return f"{split_stem}___{lang_part}___{model_part}.csv"
+
+
+def read_fine_cells(protocol_dir: str | Path, split_file: str) -> pd.Series | None:
+    """The official cell of each clip of one split (index ``clip_id``), or None without ``fine/`` files.
+
+    Reads ``<protocol_dir>/fine/<stem>___lang_*___model_*.csv`` for the split file's stem. A clip
+    listed in two cell files is an error; missing cell files are named in a warning.
+    """
+    fine = Path(protocol_dir) / FINE_DIR
+    if not fine.is_dir():
+        return None
+    stem = Path(split_file).stem
+    cells: list[pd.Series] = []
+    missing: list[str] = []
+    for (lang_part, model_part), cell in FINE_CELLS.items():
+        path = fine / fine_file_name(stem, lang_part, model_part)
+        if not path.is_file():
+            missing.append(path.name)
+            continue
+        df = read_protocol(path, quiet=True)
+        cells.append(pd.Series(cell, index=df["clip_id"].to_numpy(), dtype=object))
+    if not cells:
+        return None
+    if missing:
+        log.warning("%s: %s missing; clips of those cells get derived cells", fine, ", ".join(missing))
+    official = pd.concat(cells)
+    twice = official.index.duplicated(keep=False)
+    if twice.any():
+        clips = official.index[twice]
+        raise ProtocolError(
+            f"{fine}: {clips.nunique()} clip(s) of split '{stem}' are listed in more than one cell file, e.g. {clips[0]}"
+        )
+    return official
+
+
+def annotate(
+    df: pd.DataFrame,
+    split: str,
+    label_map: LabelMap,
+    train_languages: set[str],
+    official_cells: pd.Series | None = None,
+) -> pd.DataFrame:
+    """Add ``split``, ``label`` (-1 for OOD), ``known``, ``language_seen``, ``cell`` and ``cell_source``.
+
+    ``cell`` is the fine-grained view: ``{seen,unseen}_lang/{seen,unseen}_model``. It is taken from
+    ``official_cells`` (clip id -> cell, see :func:`read_fine_cells`) where that lists the clip
+    (``cell_source`` = ``official``) and derived from ``train_languages`` and the label map otherwise
+    (``derived``). ``known`` and ``label`` always follow the label map.
     """
     out = df.copy()
     out["split"] = split
@@ -183,7 +256,46 @@ def annotate(df: pd.DataFrame, split: str, label_map: LabelMap, train_languages:
     out["language_seen"] = out["language"].isin(train_languages)
     lang = out["language_seen"].map({True: "seen_lang", False: "unseen_lang"})
     model = out["known"].map({True: "seen_model", False: "unseen_model"})
-    out["cell"] = lang + "/" + model
+    derived = lang + "/" + model
+    out["cell"] = derived
+    out["cell_source"] = "derived"
+    if official_cells is not None:
+        official = out["clip_id"].map(official_cells)
+        listed = official.notna()
+        out.loc[listed, "cell"] = official[listed]
+        out.loc[listed, "cell_source"] = "official"
+        log.info(
+            "%s: fine-grained cells of %d of %d clips taken from the official fine/ files",
+            split,
+            int(listed.sum()),
+            len(out),
+        )
+        if (~listed).any():
+            log.warning(
+                "%s: %d clip(s) are in no fine/ cell file (first: %s); their cells are derived",
+                split,
+                int((~listed).sum()),
+                out.loc[~listed, "path"].iloc[0],
+            )
+        extra = ~official_cells.index.isin(out["clip_id"])
+        if extra.any():
+            log.warning(
+                "%s: %d clip(s) of the fine/ cell files are not in the split (first: %s); ignored",
+                split,
+                int(extra.sum()),
+                official_cells.index[extra][0],
+            )
+        differ = listed & (official != derived)
+        if differ.any():
+            systems = sorted(set(out.loc[differ, "model_name"]))
+            log.warning(
+                "%s: the official fine/ cell differs from the derived one for %d clip(s) of %d system(s), e.g. %s "
+                "(official cell kept; known/unseen still follows the train split)",
+                split,
+                int(differ.sum()),
+                len(systems),
+                systems[0],
+            )
     return out
 
 
@@ -200,6 +312,8 @@ def load_protocols(protocol_dir: str | Path, splits: Mapping[str, str]) -> dict[
 def prepare_splits(cfg) -> tuple[dict[str, pd.DataFrame], LabelMap]:
     """Read the config's protocols, build the label map from train and annotate every split.
 
+    Cells come from ``<data.protocols>/fine/`` where it has files for a split (see the module notes).
+
     Raises :class:`ProtocolError` for an empty train split or a path that leaves ``data.root``.
     """
     raw = load_protocols(cfg.data.protocols, cfg.data.splits)
@@ -212,7 +326,12 @@ def prepare_splits(cfg) -> tuple[dict[str, pd.DataFrame], LabelMap]:
         check_inside_root(df, cfg.data.root, f"{name} split")
     label_map = LabelMap.from_train(raw["train"], [df for name, df in raw.items() if name != "train"])
     train_languages = set(raw["train"]["language"])
-    splits = {name: annotate(df, name, label_map, train_languages) for name, df in raw.items()}
+    splits = {
+        name: annotate(
+            df, name, label_map, train_languages, read_fine_cells(cfg.data.protocols, cfg.data.splits[name])
+        )
+        for name, df in raw.items()
+    }
     return splits, label_map
 
 
