@@ -3,6 +3,7 @@
 
 python scripts/trace.py --config configs/demo.yaml clip.wav more_clips/ [--system aasist] [--top-k 3]
 python scripts/trace.py --exp exp/demo clip.wav                         # the experiment's saved config
+python scripts/trace.py --config configs/demo.yaml --sample-eval 20 [--seed 0]   # eval clips of the protocols (stage 11)
 """
 
 import sys
