@@ -6,7 +6,7 @@ DEMO_CONFIG ?= configs/demo.yaml
 DEMO_DATA ?= data/demo
 DEMO_EXP ?= exp/demo
 
-.PHONY: install test test-fast lint demo demo-seeds demo-hard demo-hard-seeds demo-corpus clean-demo benchmarks gpu-check robustness-demo enrolment-demo
+.PHONY: install test test-fast lint demo demo-seeds demo-hard demo-hard-seeds demo-hard-rotations demo-corpus clean-demo benchmarks gpu-check robustness-demo enrolment-demo
 
 $(VENV)/.installed: requirements.txt requirements-demo.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -95,3 +95,19 @@ benchmarks: install
 # reports that and exits 0.
 gpu-check: install
 	PYTHON=$(PY) scripts/gpu_check.sh --out exp/gpu_check
+
+# Protocol rotations of the hard demo: ROTATIONS seeded partitions of its systems into known /
+# dev-unseen / eval-unseen (scripts/rotate_protocols.py), stages 1-8 and 10 on each, then one table of
+# mean ± sd over the rotations (the dev-chosen system against the plain MFCC 5-NN reference).
+ROTATIONS ?= 5
+ROTATION_SEED ?= 0
+ROT_DIR ?= $(HARD_DATA)/rotations
+demo-hard-rotations: install
+	PYTHON=$(PY) ./run.sh --config $(HARD_CONFIG) --corpus $(HARD_DATA) --corpus-args "--plan hard" --stop-stage 0
+	$(PY) scripts/rotate_protocols.py --protocols $(HARD_DATA)/protocols --families $(HARD_DATA)/corpus_summary.csv \
+		--out $(ROT_DIR) --k $(ROTATIONS) --seed $(ROTATION_SEED)
+	for r in $$(seq 0 $$(($(ROTATIONS) - 1))); do \
+		PYTHON=$(PY) ./run.sh --config $(HARD_CONFIG) --stage 1 --stop-stage 8 -- data.protocols=$(ROT_DIR)/rot$$r exp_dir=$(HARD_EXP)_rot$$r || exit 1; \
+		PYTHON=$(PY) ./run.sh --config $(HARD_CONFIG) --stage 10 --stop-stage 10 -- data.protocols=$(ROT_DIR)/rot$$r exp_dir=$(HARD_EXP)_rot$$r || exit 1; \
+	done
+	$(PY) scripts/summarize_results.py --exp $$(for r in $$(seq 0 $$(($(ROTATIONS) - 1))); do echo $(HARD_EXP)_rot$$r; done) --out $(HARD_EXP)_rotations.md

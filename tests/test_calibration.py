@@ -395,3 +395,29 @@ def test_no_warning_on_ordinary_fit() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         LogisticCalibration().fit(scores, is_ood)
+
+
+def test_calibration_stays_sane_when_dev_separates_perfectly() -> None:
+    """Five unseen systems that dev separates perfectly must not make a calibration that costs many
+    bits on eval, where an unseen system can sit among the known ones."""
+    from sourcetracing.ood.calibration import cllr
+
+    rng = np.random.default_rng(0)
+    known = rng.normal(0.0, 1.0, 200)
+    unseen = rng.normal(8.0, 1.0, 200)  # far apart: perfectly separated on dev
+    scores = np.concatenate([known, unseen])
+    is_ood = np.r_[np.zeros(200, bool), np.ones(200, bool)]
+    systems = np.r_[np.repeat([f"k{i}" for i in range(4)], 50), np.repeat([f"u{i}" for i in range(5)], 40)]
+    # eval: half of the unseen clips look exactly like known ones (a system dev never showed)
+    ev = np.concatenate([rng.normal(0.0, 1.0, 200), rng.normal(8.0, 1.0, 100), rng.normal(0.0, 1.0, 100)])
+    ev_ood = np.r_[np.zeros(200, bool), np.ones(200, bool)]
+    with pytest.warns(UserWarning, match="separate"):
+        hard = LogisticCalibration(smoothing="none").fit(scores, is_ood)
+    with pytest.warns(UserWarning, match="separate"):
+        sane = LogisticCalibration().fit(scores, is_ood, systems)
+    assert cllr(hard.llr(ev), ev_ood) > 5.0  # hard targets: overconfident, many bits lost
+    assert cllr(sane.llr(ev), ev_ood) < 1.5  # bounded by five unseen and four known systems
+    assert 0 < sane.slope < hard.slope
+    assert abs(sane.llr(np.array([0.0]))[0]) < np.log(6.0) + 0.5  # about log(n_known + 1) at most
+    again = LogisticCalibration.from_dict(sane.to_dict())
+    assert again.smoothing == "platt" and again.llr(ev) == pytest.approx(sane.llr(ev))

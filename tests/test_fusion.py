@@ -196,3 +196,74 @@ def test_stats_variants_are_exported_and_judged_as_systems_of_their_own(tmp_path
             np.testing.assert_allclose(
                 alone.split(split).embeddings, shared.split(split).embeddings, rtol=1e-5, atol=1e-6
             )
+
+
+def _noise_system(exp: Path, name: str, n_columns: int, seed: int) -> None:
+    """A judged-later system whose only outputs are ``n_columns`` OOD scores of pure noise."""
+    from sourcetracing.systems.outputs import SplitOutputs
+
+    real = SystemOutputs.read(exp / "one" / "outputs")
+    rng = np.random.default_rng(seed)
+    splits = {}
+    for split, part in real.splits.items():
+        rows = part.rows.copy()
+        rows["predicted"] = real.class_names[0]  # a closed-set decision, always the same class
+        if split != "train":
+            for i in range(n_columns):
+                rows[f"score_n{i}"] = rng.normal(size=len(rows))
+        splits[split] = SplitOutputs(rows)
+    SystemOutputs(name, real.class_names, splits).write(exp / name / "outputs")
+
+
+def test_a_fusion_of_noise_is_near_chance_out_of_fold_and_never_chosen_over_a_real_system(tmp_path) -> None:
+    from sourcetracing.summary import dev_selected, experiment_rows
+
+    cfg = load_config(
+        None,
+        [f"exp_dir={tmp_path / 'exp'}", "ood.knn.k=3", "ood.scorers=[knn, msp]",
+         "fusion.members=[noise:n0, noise:n1, noise:n2, noise:n3, noise:n4, noise:n5]"],
+    )  # fmt: skip
+    exp = Path(cfg.exp_dir)
+    write_outputs(exp, "one", with_logits=True, seed=0)
+    _noise_system(exp, "noise", 6, seed=7)
+    for system in ("one", "noise"):
+        judge_system(cfg, system)
+    export_fusion(cfg)
+    _, summary = judge_system(cfg, "fusion")
+    dev = summary[(summary.split == "dev") & (summary.subset == "all")].iloc[0]
+    assert dev["eer"] > 0.25  # six noise columns fitted on dev: out of fold, no better than chance
+    frame, _ = experiment_rows(exp)
+    assert dev_selected(frame) == ("one", frame[(frame.system == "one") & frame.default].scorer.iloc[0])
+
+
+def test_fusion_dev_scores_are_out_of_fold_not_the_dev_fit_predictions(judged) -> None:
+    from sourcetracing.systems.fusion import _standardise, candidate_scores
+
+    cfg = judged
+    exp = Path(cfg.exp_dir)
+    export_fusion(cfg)
+    meta = json.loads((exp / "fusion" / "outputs" / "meta.json").read_text())
+    assert meta["dev_scores"] == "out-of-fold"
+    dev = SystemOutputs.read(exp / "fusion" / "outputs").split("dev")
+    members = meta["members"]
+    table = candidate_scores(cfg, "dev").loc[dev.rows["clip_id"]]
+    x, _, _ = _standardise(table[members], table[members])
+    in_sample = x @ np.array([meta["weights"][m] for m in members]) + meta["intercept"]
+    exported = dev.scores["fused"]
+    assert np.max(np.abs(exported - in_sample)) > 1e-3  # not the dev fit's own predictions
+    is_ood = dev.is_ood
+    groups = dev.rows["model_name"].to_numpy()
+    again = out_of_fold_scores(x, is_ood, groups, nonnegative=meta["weight_rule"] == "nonnegative")
+    np.testing.assert_allclose(exported, again, rtol=1e-6, atol=1e-9)  # exactly the cross-fitted scores
+    # eval's member scores are not read for dev: permuting them leaves every dev score as it was
+    for system in ("one", "two"):
+        path = exp / system / "ood_step" / "scores_eval.tsv"
+        t = pd.read_csv(path, sep="\t")
+        for col in ("knn", "mahalanobis", "msp"):
+            if col in t:
+                t[col] = np.random.default_rng(3).permutation(t[col].to_numpy())
+        t.to_csv(path, sep="\t", index=False)
+    export_fusion(cfg)
+    np.testing.assert_array_equal(
+        SystemOutputs.read(exp / "fusion" / "outputs").split("dev").scores["fused"], exported
+    )

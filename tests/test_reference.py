@@ -123,3 +123,58 @@ def test_duration_statistics_measure_the_clip_and_its_speech() -> None:
     assert names == ["log_clip_s", "log_speech_s"]
     assert abs(np.exp(x[0]) - 2.0) < 1e-3
     assert abs(np.exp(x[1]) - 1.0) < 0.06  # the speech frames: the tone, within a 40 ms frame's reach
+
+
+def test_plain_reference_has_exactly_its_settings_and_is_never_a_choice(tmp_path) -> None:
+    """30 MFCCs of the first 4 s, mean + std, standardised on train, L2-normalised, cosine distance
+    to the 5th-nearest train clip: recomputed here from the clips, and left out of every dev choice."""
+    from sourcetracing.data.audio import load_audio
+    from sourcetracing.judge import judge_system
+    from sourcetracing.summary import dev_selected, experiment_rows
+    from sourcetracing.systems.fusion import candidate_scores
+    from sourcetracing.systems.outputs import SystemOutputs
+    from sourcetracing.systems.plain_reference import SYSTEM, export_plain, plain_config
+    from sourcetracing.systems.utterance_features import plain_mfcc_group
+
+    root = tmp_path / "data"
+    proto = _corpus(root, np.random.default_rng(0))
+    long_clip = root / "fake/en/sys_a/train_1.wav"  # 6 s: only its first 4 s may count
+    wave = np.random.default_rng(5).standard_normal(6 * 16000).astype(np.float32) * 0.1
+    sf.write(long_clip, wave, 16000)
+    cfg = load_config(None, [f"exp_dir={tmp_path / 'exp'}", f"data.root={root}", f"data.protocols={proto}"])
+    export_plain(cfg, n_jobs=1)
+    outputs = SystemOutputs.read(tmp_path / "exp" / SYSTEM / "outputs")
+    assert outputs.meta["reference"] is True and outputs.split("train").embeddings.shape[1] == 60
+    # the statistics of the train clips, by hand: first 4 s, 30 MFCCs, mean and std
+    train_rows = outputs.split("train").rows
+    stats = np.stack(
+        [
+            plain_mfcc_group(load_audio(str(root / p), 16000)[: 4 * 16000], 16000, 30)[0]
+            for p in train_rows["path"]
+        ]
+    )
+    assert len(plain_mfcc_group(wave, 16000, 30)[0]) == 60
+    mean, std = stats.mean(0), stats.std(0)
+    dev = outputs.split("dev").rows
+    dev_stats = np.stack(
+        [plain_mfcc_group(load_audio(str(root / p), 16000)[:64000], 16000, 30)[0] for p in dev["path"]]
+    )
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        z = (x - mean) / std
+        return z / np.linalg.norm(z, axis=1, keepdims=True)
+
+    expected = 1.0 - np.sort(unit(dev_stats) @ unit(stats).T, axis=1)[:, -5]
+    judge_system(plain_config(cfg), SYSTEM)
+    scores = pd.read_csv(tmp_path / "exp" / SYSTEM / "ood_step" / "scores_dev.tsv", sep="\t")
+    assert list(scores.columns[6:]) == ["knn"]  # one scorer, nothing tuned
+    np.testing.assert_allclose(scores["knn"].to_numpy(), expected, atol=2e-4)
+    thresholds = json.loads((tmp_path / "exp" / SYSTEM / "ood_step" / "thresholds.json").read_text())
+    assert thresholds["scorers"]["knn"]["tuning"]["settings"]["k"] == 5
+    # never a choice: not a fusion candidate, not the dev-chosen system even when its dev EER is lowest
+    export_mfcc(cfg, n_jobs=1)
+    judge_system(cfg, "mfcc")
+    assert not [c for c in candidate_scores(cfg, "dev").columns if c.startswith(f"{SYSTEM}:")]
+    frame, _ = experiment_rows(tmp_path / "exp")
+    frame.loc[frame["system"] == SYSTEM, "dev_eer_%"] = -1.0
+    assert dev_selected(frame)[0] == "mfcc"

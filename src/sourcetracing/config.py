@@ -145,6 +145,9 @@ STATIC_DEFAULTS: dict[str, Any] = {
         "n_mfcc": 20,
         "crop": False,  # False: statistics of the whole clip (no wrap padding); True: the 4 s crop
         "jobs": 0,  # parallel audio workers (0 = features.num_workers)
+        # also export and judge the plain reference (systems/plain_reference.py: 30 MFCCs of the
+        # first 4 s, mean and std, standardised, cosine distance to the 5th-nearest train clip)
+        "plain": True,
     },
     "stats": {
         "features": ["mfcc", "prosody", "spectrum"],  # groups of sourcetracing.systems.utterance_features
@@ -439,6 +442,7 @@ RESERVED_SYSTEM_NAMES = frozenset(
         "aasist",
         "ge2e",
         "mfcc",
+        "plain_mfcc",
         "stats",
         "fusion",
         "features",

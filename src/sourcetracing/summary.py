@@ -56,6 +56,8 @@ def experiment_rows(exp_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
         known = json.loads((sys_layout.known_metrics).read_text())
         summary = pd.read_csv(sys_layout.ood_summary)
         default = json.loads((sys_layout.thresholds).read_text()).get("default")
+        meta_path = sys_layout.outputs / OUTPUTS_META
+        reference = meta_path.is_file() and bool(json.loads(meta_path.read_text()).get("reference", False))
         for scorer, part in summary.groupby("scorer", sort=False):
 
             def pick(split: str, subset: str = "all", frame: pd.DataFrame = part) -> pd.Series | None:
@@ -69,6 +71,7 @@ def experiment_rows(exp_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
                     "system": folder.name,
                     "scorer": scorer,
                     "default": scorer == default,
+                    "reference": reference,  # reported against, never chosen
                     "eval_macro_f1": known.get("eval", {}).get("macro_f1", np.nan),
                     "dev_eer_%": 100 * dev["eer"] if dev is not None else np.nan,
                     "dev_auroc": dev["auroc"] if dev is not None else np.nan,  # the dev choice's tie-break
@@ -149,6 +152,7 @@ def dev_selected(frame: pd.DataFrame) -> tuple[str, str] | None:
     """The system and scorer the toolkit would pick on dev alone: among the systems' own dev-chosen
     scorers, the lowest dev EER, ties broken by the higher dev AUROC (the rule each system's own
     choice follows, :func:`sourcetracing.ood.report.select_on_dev`), then by name; eval is never read.
+    Reference systems (``reference`` true) are never picked.
 
     >>> frame = pd.DataFrame({"system": ["a", "b"], "scorer": ["knn", "knn"], "default": [True, True],
     ...                       "dev_eer_%": [9.5, 9.5], "dev_auroc": [0.96, 0.97]})
@@ -157,7 +161,8 @@ def dev_selected(frame: pd.DataFrame) -> tuple[str, str] | None:
     """
     from sourcetracing.ood.report import select_on_dev
 
-    chosen = frame[frame["default"]].sort_values("system", kind="stable")  # the first of equals wins
+    eligible = frame["default"] & ~frame.get("reference", pd.Series(False, index=frame.index)).astype(bool)
+    chosen = frame[eligible].sort_values("system", kind="stable")  # the first of equals wins
     if chosen.empty:
         return None
     candidates = {
@@ -196,6 +201,7 @@ def twin_table(exp_dirs: Sequence[str | Path], twins: dict[str, str]) -> pd.Data
 
 
 REFERENCE = "mfcc"  # the MFCC reference system, the baseline every method is held against
+PLAIN_REFERENCE = "plain_mfcc"  # the plain MFCC 5-NN reference (sourcetracing.systems.plain_reference)
 
 
 def chosen_table(
@@ -217,6 +223,12 @@ def chosen_table(
         reference = frame.loc[frame["system"] == REFERENCE, "eval_eer_%"]
         if len(reference):  # against the strongest MFCC reference scorer (reported, never a choice)
             row["÷ best mfcc eval EER"] = r["eval_eer_%"] / reference.min()
+        plain = frame.loc[frame["system"] == PLAIN_REFERENCE, "eval_eer_%"]
+        if len(plain):  # against the plain MFCC 5-NN reference (fixed settings, one scorer)
+            row[f"{PLAIN_REFERENCE} eval EER (%)"] = plain.iloc[0]
+            row[f"÷ {PLAIN_REFERENCE} eval EER"] = (
+                r["eval_eer_%"] / plain.iloc[0] if plain.iloc[0] > 0 else np.nan
+            )
         row[METRICS["worst_unseen_auroc"]] = r["worst_unseen_auroc"]
         auc = per_unseen_system(exp, *pick)
         for unseen in twins or {}:

@@ -119,8 +119,11 @@ class LogisticCalibration:
     Fitted by prior-weighted logistic regression: known and OOD clips are weighted so that the
     effective prior is ``train_prior`` whatever the dev class counts, and ``logit(train_prior)`` is
     taken out of the offset, so ``llr`` holds the evidence of the score alone (natural log,
-    positive = favours OOD). ``l2`` is a tiny penalty on the slope (in units of the score's
-    standard deviation) that keeps the fit finite when dev scores separate the classes perfectly.
+    positive = favours OOD). Two things keep it sane when dev separates the classes perfectly (a
+    few unseen systems often do): the targets are Platt's, ``(n_ood + 1) / (n_ood + 2)`` for an
+    OOD clip and ``1 / (n_known + 2)`` for a known one instead of 1 and 0 (``smoothing: platt``,
+    the default; ``none``: hard targets), which bounds the fitted confidence by how much dev saw;
+    and ``l2``, a penalty on the slope in units of the score's standard deviation.
 
     >>> cal = LogisticCalibration().fit([0.1, 0.3, 0.5, 0.2, 0.4, 0.9], [0, 0, 0, 1, 1, 1])
     >>> p_low, p_high = cal.probability([0.1, 0.9], prior=0.5)
@@ -130,11 +133,16 @@ class LogisticCalibration:
 
     kind = "LogisticCalibration"
 
-    def __init__(self, train_prior: float = 0.5, l2: float = 1e-6) -> None:
+    SMOOTHING = ("platt", "none")
+
+    def __init__(self, train_prior: float = 0.5, l2: float = 1e-6, smoothing: str = "platt") -> None:
         self.train_prior = _check_prior(train_prior, "train_prior")
         if l2 < 0:
             raise ValueError(f"l2 must be >= 0, got {l2}")
+        if smoothing not in self.SMOOTHING:
+            raise ValueError(f"smoothing must be one of {self.SMOOTHING}, got {smoothing!r}")
         self.l2 = float(l2)
+        self.smoothing = smoothing
         self.slope: float | None = None
         self.offset: float | None = None
         self.n_known = 0
@@ -144,8 +152,13 @@ class LogisticCalibration:
     def fitted(self) -> bool:
         return self.slope is not None and self.offset is not None
 
-    def fit(self, scores: Any, is_ood: Any) -> LogisticCalibration:
-        """Fit on dev scores and labels (``is_ood`` true / 1 for clips from unseen systems)."""
+    def fit(self, scores: Any, is_ood: Any, groups: Any = None) -> LogisticCalibration:
+        """Fit on dev scores and labels (``is_ood`` true / 1 for clips from unseen systems).
+
+        ``groups`` (the system of each clip), when given, sets Platt's counts to the number of
+        distinct systems of each class instead of clips: clips of one system are not independent
+        evidence, so a dev split with five unseen systems earns the confidence of five examples.
+        """
         s, y = _scores_and_labels(scores, is_ood)
         centre, spread = float(s.mean()), float(s.std())
         if not spread > 0:
@@ -155,12 +168,30 @@ class LogisticCalibration:
         p = self.train_prior
         w_ood, w_known = p / x_ood.size, (1.0 - p) / x_known.size
 
+        # target probability of "OOD" for each class's clips (Platt 1999: never exactly 1 or 0)
+        n_ood, n_known = x_ood.size, x_known.size
+        if groups is not None:
+            g = np.asarray(groups)
+            if len(g) != len(s):
+                raise ValueError(f"{len(g)} groups for {len(s)} scores")
+            n_ood, n_known = len(set(g[y].tolist())), len(set(g[~y].tolist()))
+        t_ood, t_known = (
+            ((n_ood + 1.0) / (n_ood + 2.0), 1.0 / (n_known + 2.0))
+            if self.smoothing == "platt"
+            else (1.0, 0.0)
+        )
+
         def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
             a, c = theta
             z_ood, z_known = a * x_ood + c, a * x_known + c
-            # prior-weighted cross-entropy (nats); d/dz softplus(z) = sigmoid(z)
-            loss = w_ood * np.logaddexp(0.0, -z_ood).sum() + w_known * np.logaddexp(0.0, z_known).sum()
-            g_ood, g_known = -w_ood * expit(-z_ood), w_known * expit(z_known)
+            # prior-weighted cross-entropy against the targets (nats): for target t,
+            # t * softplus(-z) + (1 - t) * softplus(z), whose derivative is sigmoid(z) - t
+            loss = (
+                w_ood * (t_ood * np.logaddexp(0.0, -z_ood) + (1 - t_ood) * np.logaddexp(0.0, z_ood)).sum()
+                + w_known
+                * (t_known * np.logaddexp(0.0, -z_known) + (1 - t_known) * np.logaddexp(0.0, z_known)).sum()
+            )
+            g_ood, g_known = w_ood * (expit(z_ood) - t_ood), w_known * (expit(z_known) - t_known)
             grad_a = (g_ood * x_ood).sum() + (g_known * x_known).sum() + 2.0 * self.l2 * a
             grad_c = g_ood.sum() + g_known.sum()
             return float(loss + self.l2 * a * a), np.array([grad_a, grad_c])
@@ -169,8 +200,8 @@ class LogisticCalibration:
         a, c = (float(v) for v in res.x)
         if x_ood.min() > x_known.max():
             warnings.warn(
-                "dev scores separate known and OOD clips perfectly: the calibration is very confident "
-                "and held only finite by the l2 penalty",
+                "dev scores separate known and OOD clips perfectly: the calibration's confidence "
+                f"is bounded only by its smoothing ({self.smoothing}) and the l2 penalty",
                 stacklevel=2,
             )
         if a <= 0:
@@ -216,6 +247,7 @@ class LogisticCalibration:
             "offset": b,
             "train_prior": self.train_prior,
             "l2": self.l2,
+            "smoothing": self.smoothing,
             "n_known": self.n_known,
             "n_ood": self.n_ood,
             "llr": "natural log, OOD vs known: llr = slope * score + offset",
@@ -228,7 +260,11 @@ class LogisticCalibration:
         missing = [k for k in ("slope", "offset") if k not in data]
         if missing:
             raise ValueError(f"{cls.kind} data lacks {missing}")
-        cal = cls(train_prior=data.get("train_prior", 0.5), l2=data.get("l2", 1e-6))
+        cal = cls(
+            train_prior=data.get("train_prior", 0.5),
+            l2=data.get("l2", 1e-6),
+            smoothing=data.get("smoothing", "none"),  # files written before smoothing existed
+        )
         cal.slope, cal.offset = float(data["slope"]), float(data["offset"])
         if not (math.isfinite(cal.slope) and math.isfinite(cal.offset)):
             raise ValueError(f"{cls.kind} data holds non-finite parameters")

@@ -129,11 +129,14 @@ def subset_metrics(
     return row
 
 
-def fit_calibration(dev_scores: np.ndarray, dev_is_ood: np.ndarray) -> LogisticCalibration:
-    """The score -> llr calibration of one scorer, fitted on dev (warnings of degenerate dev data silenced)."""
+def fit_calibration(
+    dev_scores: np.ndarray, dev_is_ood: np.ndarray, dev_systems: np.ndarray | None = None
+) -> LogisticCalibration:
+    """The score -> llr calibration of one scorer, fitted on dev (warnings of degenerate dev data silenced);
+    with ``dev_systems`` its confidence is bounded by how many systems dev holds, not how many clips."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return LogisticCalibration().fit(dev_scores, dev_is_ood)
+        return LogisticCalibration().fit(dev_scores, dev_is_ood, dev_systems)
 
 
 def _plot_curves(out_dir: Path, split: str, scores: Mapping[str, np.ndarray], is_ood: np.ndarray) -> None:
@@ -253,7 +256,9 @@ def write_ood_report(
     rows = []
     for name, per_split in scores.items():
         dev_eer, thr = eer(per_split["dev"], dev_ood)
-        calibration = fit_calibration(np.asarray(per_split["dev"], dtype=np.float64), dev_ood)
+        calibration = fit_calibration(
+            np.asarray(per_split["dev"], dtype=np.float64), dev_ood, frames["dev"]["model_name"].to_numpy()
+        )
         thresholds[name] = {
             "threshold": thr,
             "dev_eer": dev_eer,

@@ -14,7 +14,11 @@ system the folds are random shares of the clips). Eval is only scored.
 
 The fused score is exported as a ``score_fused`` column in the file contract (``fusion/outputs/``),
 with the closed-set decision of the member system whose dev known-class macro-F1 is best, so the
-judges, the summary and the reports treat it like every other system.
+judges, the summary and the reports treat it like every other system. Its **dev scores are
+out-of-fold** (cross-fitted with the same folds as the member selection): each dev clip is scored
+by a fusion fitted without its unseen system (or its share of the known clips), so the fusion's
+dev EER, the dev threshold, the calibration and its rank in every dev choice are judged on clips
+the fit did not see, as every other system's are. Eval is scored by the fit on all of dev.
 
     python scripts/fusion.py --config configs/demo_hard.yaml
 """
@@ -39,12 +43,15 @@ SCORE_FILE_KEYS = ("clip_id", "model_name", "known", "cell", "language", "predic
 
 
 def candidate_scores(cfg: Config, split: str) -> pd.DataFrame:
-    """Every judged system's OOD scores of one split, one column per ``system:scorer``, aligned by clip."""
+    """Every judged system's OOD scores of one split, one column per ``system:scorer``, aligned by clip
+    (reference systems, reported but never chosen, are left out)."""
+    from sourcetracing.systems.plain_reference import is_reference
+
     layout = ExperimentLayout.of(cfg)
     frames = []
     for system in layout.systems():
         path = system.ood / f"scores_{split}.tsv"
-        if system.name == SYSTEM or not path.is_file():
+        if system.name == SYSTEM or not path.is_file() or is_reference(layout, system.name):
             continue
         table = pd.read_csv(path, sep="\t", keep_default_na=False, dtype={"clip_id": str})
         scores = table.drop(columns=[c for c in SCORE_FILE_KEYS if c in table]).set_index(table["clip_id"])
@@ -112,6 +119,9 @@ def _fit(x: np.ndarray, y: np.ndarray, nonnegative: bool = False):
     if nonnegative:
         return NonNegativeLogistic(C=1.0).fit(x, y)
     return LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000).fit(x, y)
+
+
+FOLDS_RULE = "leave one dev-unseen system out, with a random share of the known clips"
 
 
 def out_of_fold_scores(
@@ -197,9 +207,13 @@ def export_fusion(cfg: Config) -> Path:
         selection = []
     x_dev, x_eval, scaling = _standardise(dev_all[members], eval_all[members])
     model = _fit(x_dev, is_ood, nonnegative=nonnegative)
+    fused = {
+        "dev": out_of_fold_scores(x_dev, is_ood, groups, nonnegative=nonnegative),  # never in-sample
+        "eval": model.decision_function(x_eval),
+    }
     source = _closed_set_source(cfg, members)
     splits = {}
-    for split, x, index in (("dev", x_dev, dev_all.index), ("eval", x_eval, eval_all.index)):
+    for split, index in (("dev", dev_all.index), ("eval", eval_all.index)):
         rows = _key(cfg, split, index)
         predicted = pd.read_csv(
             layout.system(source).ood / f"scores_{split}.tsv",
@@ -210,13 +224,14 @@ def export_fusion(cfg: Config) -> Path:
         rows["predicted"] = rows["clip_id"].map(
             dict(zip(predicted["clip_id"], predicted["predicted"], strict=True))
         )
-        rows["score_fused"] = model.decision_function(x)
+        rows["score_fused"] = fused[split]
         splits[split] = SplitOutputs(rows)
     weights = dict(zip(members, model.coef_[0].tolist(), strict=True))
     meta = {
         "task": "fusion", "members": members, "weights": weights, "weight_rule": str(f.weights), "intercept": float(model.intercept_[0]),
         "scaling": {k: {m: v[m] for m in members} for k, v in scaling.items()}, "selection": selection,
-        "closed_set_from": source, "description": f"logistic fusion of {', '.join(members)} (fitted on dev)",
+        "closed_set_from": source, "dev_scores": "out-of-fold", "folds": FOLDS_RULE,
+        "description": f"logistic fusion of {', '.join(members)} (fitted on dev; dev scores out-of-fold)",
     }  # fmt: skip
     class_names = SystemOutputs.read(layout.system(source).outputs).class_names
     with step_lock(layout.locks / f"export-{SYSTEM}.lock", "the outputs of fusion"):
@@ -225,7 +240,8 @@ def export_fusion(cfg: Config) -> Path:
             system.outputs, {**inputs, "members": data_digest(members)}
         )
     print(
-        f"fusion of {members} (weights {', '.join(f'{w:+.2f}' for w in weights.values())}) written to {system.outputs}"
+        f"fusion of {members} (weights {', '.join(f'{w:+.2f}' for w in weights.values())}; "
+        f"out-of-fold dev EER {100 * eer(fused['dev'], is_ood)[0]:.2f}%) written to {system.outputs}"
     )
     return system.outputs
 

@@ -204,7 +204,9 @@ def _clip_features(
         wave = load_audio(path, sample_rate, min_len_s=float(settings["min_len_s"]))
         if condition is not None:
             wave = condition.apply(wave, sample_rate, clip_id)
-        if crop_samples:
+        if crop_samples and settings["crop"] == "head":  # the first seconds, never padded
+            wave = wave[:crop_samples]
+        elif crop_samples:
             wave = crop_or_pad(wave, crop_samples)
         waves = [wave]
         if train_versions is not None:
@@ -358,6 +360,7 @@ def export_statistics(
     augment: tuple[str, ...] = (),
     description: str = "",
     computed: SplitStatistics | None = None,
+    extra_meta: dict | None = None,
 ) -> Path:
     """Compute the statistics (or take them ``computed``, e.g. shared by several systems), fit, save
     and apply the model, and export a statistics system's outputs."""
@@ -395,6 +398,7 @@ def export_statistics(
             "description": description,
             "settings": fitted,
             "logits": LOG_PROBABILITIES,
+            **(extra_meta or {}),
         }
         outputs = SystemOutputs(system_name, names, out, meta=meta)
         inputs = {

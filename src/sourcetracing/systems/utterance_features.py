@@ -68,6 +68,18 @@ def mfcc_group(wave: np.ndarray, sr: int, n_mfcc: int = 20) -> tuple[list[float]
     return values.tolist(), [f"{n}_mean" for n in names] + [f"{n}_std" for n in names]
 
 
+def plain_mfcc_group(wave: np.ndarray, sr: int, n_mfcc: int = 30) -> tuple[list[float], list[str]]:
+    """Mean and std over time of ``n_mfcc`` MFCCs, no deltas (``2 * n_mfcc`` values; librosa's
+    default analysis: 2048-sample window, hop 512, 128 mel bands), the plain reference's statistics."""
+    import librosa
+
+    n_fft = 2048 if len(wave) >= 2048 else 2 ** max(6, int(np.log2(max(len(wave), 2))))
+    mfcc = librosa.feature.mfcc(y=wave, sr=sr, n_mfcc=n_mfcc, n_fft=n_fft, hop_length=min(512, n_fft // 4))
+    names = [f"mfcc{i}" for i in range(n_mfcc)]
+    values = np.concatenate([mfcc.mean(axis=1), mfcc.std(axis=1)])
+    return values.tolist(), [f"{n}_mean" for n in names] + [f"{n}_std" for n in names]
+
+
 def _speech_mask(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     energy = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
     return energy, energy > energy.max() - SPEECH_DB
@@ -152,6 +164,7 @@ GROUPS: dict[str, Callable[..., tuple[list[float], list[str]]]] = {
     "prosody": prosody_group,
     "spectrum": spectrum_group,
     "duration": duration_group,
+    "mfcc_plain": plain_mfcc_group,
 }
 
 
