@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -123,6 +124,18 @@ def test_rotate_protocols_script_writes_every_rotation(source, tmp_path) -> None
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in out.iterdir()) == ["rot0", "rot1", "rot2", "rotations.md"]
+    # another process with another string-hash seed draws the very same rotations
+    again = subprocess.run(
+        [sys.executable, str(script), "--protocols", str(proto), "--out", str(tmp_path / "again"), "--k", "3",
+         "--families", str(tmp_path / "corpus_summary.csv")],
+        capture_output=True, text=True, check=False, env={**os.environ, "PYTHONHASHSEED": "12345"},
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    for r in range(3):
+        for name in ("train.csv", "dev.csv", "eval.csv", "roles.csv"):
+            assert (out / f"rot{r}" / name).read_bytes() == (
+                tmp_path / "again" / f"rot{r}" / name
+            ).read_bytes()
     assert "| fam/a |" in (out / "rotations.md").read_text()
     bad = subprocess.run(
         [sys.executable, str(script), "--protocols", str(tmp_path / "nowhere"), "--out", str(out)],

@@ -175,7 +175,8 @@ def rotate(
         for s in unseen:
             times_unseen[s] += 1
         # dev / eval: family members alternate between the two, the rest at random
-        ordered = sorted(unseen, key=lambda s: (families.get(s, -1 - systems.index(s)), rng.random()))
+        # sorted first: the draw must not depend on set order (string hashes differ per process)
+        ordered = sorted(sorted(unseen), key=lambda s: (families.get(s, -1 - systems.index(s)), rng.random()))
         ordered = [s for s in ordered if s in families] + list(
             rng.permutation([s for s in ordered if s not in families])
         )
