@@ -25,9 +25,15 @@ import logging
 import sys
 from pathlib import Path
 
-from sourcetracing.cli import report_error
-from sourcetracing.data.mlaad_release import LAYOUTS, SplitOptions, extend_protocols, make_protocols
-from sourcetracing.errors import SourceTracingError
+try:
+    from sourcetracing.cli import report_error
+    from sourcetracing.data.mlaad_release import LAYOUTS, SplitOptions, extend_protocols, make_protocols
+    from sourcetracing.errors import SourceTracingError
+except ModuleNotFoundError as err:
+    sys.exit(
+        f"error: {err.name} is not importable from {sys.executable}; run `make install` and use "
+        ".venv/bin/python (or ./run.sh, which finds it)"
+    )
 
 
 def _amount(text: str) -> float:

@@ -14,7 +14,13 @@
 
 import sys
 
-from sourcetracing.cli import run, step_parser
+try:
+    from sourcetracing.cli import run, step_parser
+except ModuleNotFoundError as err:
+    sys.exit(
+        f"error: {err.name} is not importable from {sys.executable}; run `make install` and use "
+        ".venv/bin/python (or ./run.sh, which finds it)"
+    )
 
 
 def body(cfg, args) -> int:

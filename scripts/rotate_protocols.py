@@ -16,8 +16,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from sourcetracing.cli import report_error
-from sourcetracing.errors import SourceTracingError
+try:
+    from sourcetracing.cli import report_error
+    from sourcetracing.errors import SourceTracingError
+except ModuleNotFoundError as err:
+    sys.exit(
+        f"error: {err.name} is not importable from {sys.executable}; run `make install` and use "
+        ".venv/bin/python (or ./run.sh, which finds it)"
+    )
 
 
 def main(argv=None) -> int:
