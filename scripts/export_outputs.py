@@ -4,9 +4,9 @@
     python scripts/export_outputs.py --config configs/demo.yaml [--system S] [--checkpoint PATH] [--jobs N]
 
 S (default: model.name) is routed to its own exporter: the classifier (model.name) and ge2e run
-their checkpoint (--checkpoint: another one than best.pt), mfcc and stats (and each name in
-stats.variants) recompute their statistics and refit, fusion refits on dev. Any other name is
-refused with the reason. Writes <exp_dir>/<S>/outputs/ (the file contract every judging step reads).
+their checkpoint (--checkpoint: another one than best.pt), mfcc, plain_mfcc (with mfcc.plain) and
+stats (and each name in stats.variants) recompute their statistics and refit, fusion refits on
+dev. Any other name is refused with the reason. Writes <exp_dir>/<S>/outputs/ (the file contract every judging step reads).
 """
 
 import sys

@@ -25,13 +25,18 @@ except ModuleNotFoundError as err:
 
 
 def body(cfg, args) -> int:
+    from sourcetracing.errors import ConfigError
+    from sourcetracing.systems.export import export_system, system_config
+
     system = args.system or cfg.model.name
     if args.feature_extraction_step or args.checkpoint:
-        from sourcetracing.systems.export import export_system
-
         export_system(cfg, system, checkpoint=args.checkpoint)
+    try:  # a statistics variant's or the plain reference's own settings
+        own = system_config(cfg, system)
+    except ConfigError:  # a system no step of this config makes (a user's own): the config's settings
+        own = cfg
     names = [s.strip() for s in args.scorers.split(",") if s.strip()] if args.scorers else None
-    summary = ood_step(cfg, system, names)
+    summary = ood_step(own, system, names)
     print_ood(system, summary)
     print(f"OOD report written to {Path(cfg.exp_dir) / system / 'ood_step'}")
     return 0

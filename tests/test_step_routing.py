@@ -76,8 +76,9 @@ STEP_SCRIPTS = [
         for name in (
             "download_resources.py", "enroll.py", "evaluate_scores.py", "export_outputs.py", "fusion.py",
             "generate_embeddings.py", "get_classification_metrics.py", "make_demo_corpus.py",
-            "ood_detector.py", "plot_embeddings.py", "preprocess_dataset.py", "robustness.py",
-            "separability.py", "stats_system.py", "summarize_results.py", "trace.py", "write_key.py",
+            "make_protocols.py", "ood_detector.py", "plot_embeddings.py", "preprocess_dataset.py",
+            "reference_baseline.py", "robustness.py", "rotate_protocols.py", "separability.py",
+            "stats_system.py", "summarize_results.py", "trace.py", "write_key.py",
         )
     ),
 ]  # fmt: skip
@@ -207,6 +208,7 @@ def recorded_exporters(monkeypatch):
     import sourcetracing.systems.export as export
     import sourcetracing.systems.fusion as fusion
     import sourcetracing.systems.mfcc as mfcc
+    import sourcetracing.systems.plain_reference as plain
     import sourcetracing.systems.stats as stats
 
     calls: list[tuple[str, str]] = []
@@ -221,6 +223,7 @@ def recorded_exporters(monkeypatch):
     monkeypatch.setattr(export, "export_classifier", record("classifier", lambda c, kw: c.model.name))
     monkeypatch.setattr(export, "export_ge2e", record("ge2e", lambda c, kw: "ge2e"))
     monkeypatch.setattr(mfcc, "export_mfcc", record("mfcc", lambda c, kw: "mfcc"))
+    monkeypatch.setattr(plain, "export_plain", record("plain", lambda c, kw: "plain_mfcc"))
     monkeypatch.setattr(
         stats, "export_stats", record("stats", lambda c, kw: f"{kw['system']}:{'+'.join(c.stats.features)}")
     )
@@ -232,12 +235,13 @@ def test_every_system_kind_is_exported_by_its_own_exporter(recorded_exporters) -
     from sourcetracing.systems.export import export_system
 
     cfg = load_config(None, ["stats.variants={stats_dur: {features: [mfcc, duration]}}"])
-    for system in ("aasist", "ge2e", "mfcc", "stats", "stats_dur", "fusion"):
+    for system in ("aasist", "ge2e", "mfcc", "plain_mfcc", "stats", "stats_dur", "fusion"):
         export_system(cfg, system)
     assert recorded_exporters == [
         ("classifier", "aasist"),  # model.name
         ("ge2e", "ge2e"),
         ("mfcc", "mfcc"),
+        ("plain", "plain_mfcc"),
         ("stats", "stats:mfcc+prosody+spectrum"),
         ("stats", "stats_dur:mfcc+duration"),  # the variant's own settings
         ("fusion", "fusion"),
@@ -253,8 +257,10 @@ def test_a_system_no_step_makes_is_refused_with_the_reason(experiment, recorded_
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
         "error: cannot export 'nosuch': no such system in this config; "
-        "this config exports aasist, ge2e, mfcc, fusion, stats"
+        "this config exports aasist, ge2e, mfcc, fusion, plain_mfcc, stats"
     ]
+    assert main([*base, "mfcc.plain=false", "--system", "plain_mfcc"]) == 2  # not made by this config
+    assert "cannot export 'plain_mfcc': no such system in this config" in capsys.readouterr().err
     assert main([*base, "--system", "resnet"]) == 2  # a classifier's outputs, another model.name
     assert "add the override model.name=resnet" in capsys.readouterr().err
     assert main([*base, "--system", "mfcc", "--checkpoint", "best.pt"]) == 2
@@ -290,6 +296,16 @@ def test_ood_detector_re_exports_the_named_system_before_scoring(experiment, cap
     assert manifest.stat().st_mtime_ns != stamp  # exported again, then scored
     assert (exp / "mfcc" / "ood_step" / "ood_summary.csv").is_file()
     assert snapshot(aasist) == before
+
+
+def test_ood_detector_judges_the_plain_reference_with_its_own_fixed_scorer(experiment, capsys) -> None:
+    corpus, cfg = experiment
+    main = script_main("scripts/ood_detector.py")
+    args = ["--config", str(corpus.config_path), "--system", "plain_mfcc", "--feature_extraction_step", *FAST]
+    assert main(args) == 0
+    assert "plain_mfcc outputs written" in capsys.readouterr().out
+    summary = pd.read_csv(Path(cfg.exp_dir) / "plain_mfcc" / "ood_step" / "ood_summary.csv")
+    assert set(summary["scorer"]) == {"knn"}  # k-NN, k = 5 only: not the config's list of scorers
 
 
 # --- stage 9: every system with embeddings ---------------------------------------------------

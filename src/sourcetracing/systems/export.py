@@ -1,6 +1,6 @@
 """Export a trained system's outputs once: run its network over every split, write the file contract.
 
-    python scripts/export_outputs.py --config X [--system aasist|ge2e|mfcc|stats|fusion] [--checkpoint PATH]
+    python scripts/export_outputs.py --config X [--system aasist|ge2e|mfcc|plain_mfcc|stats|fusion] [--checkpoint PATH]
 
 The training steps call this at their end; the script re-exports (another checkpoint, say) through
 :func:`export_system`, which routes each system to its own exporter or refuses with the reason. The
@@ -175,15 +175,19 @@ TRAINED_KINDS = ("classifier", "ge2e")  # kinds whose export runs a checkpoint (
 
 def system_kind(cfg: Config, system: str) -> str:
     """How ``system`` is exported under this config: ``classifier`` (``model.name``), ``ge2e``,
-    ``mfcc`` (the reference), ``stats`` (``stats`` and each of ``stats.variants``) or ``fusion``.
+    ``mfcc`` (the reference), ``plain_mfcc`` (the plain reference, with ``mfcc.plain``), ``stats``
+    (``stats`` and each of ``stats.variants``) or ``fusion``.
 
     Any other name is :class:`ConfigError`, with the reason and the systems this config can export.
     """
     from sourcetracing.systems.fusion import SYSTEM as FUSION
     from sourcetracing.systems.mfcc import SYSTEM as MFCC
+    from sourcetracing.systems.plain_reference import SYSTEM as PLAIN
     from sourcetracing.systems.stats import stats_systems
 
     kinds = {cfg.model.name: "classifier", "ge2e": "ge2e", MFCC: "mfcc", FUSION: "fusion"}
+    if cfg.mfcc.plain:
+        kinds[PLAIN] = "plain_mfcc"
     kinds.update({name: "stats" for name in stats_systems(cfg)})
     if system in kinds:
         return kinds[system]
@@ -200,6 +204,21 @@ def system_kind(cfg: Config, system: str) -> str:
     else:
         reason = "no such system in this config"
     raise ConfigError(f"cannot export '{system}': {reason}; this config exports {known}")
+
+
+def system_config(cfg: Config, system: str) -> Config:
+    """The config a system is made and judged with: a statistics variant's merged settings, the plain
+    reference's fixed OOD step, else ``cfg`` itself (raises like :func:`system_kind`)."""
+    kind = system_kind(cfg, system)
+    if kind == "stats":
+        from sourcetracing.systems.stats import stats_systems
+
+        return stats_systems(cfg)[system]
+    if kind == "plain_mfcc":
+        from sourcetracing.systems.plain_reference import plain_config
+
+        return plain_config(cfg)
+    return cfg
 
 
 def export_system(
@@ -224,10 +243,14 @@ def export_system(
         from sourcetracing.systems.mfcc import export_mfcc
 
         return export_mfcc(cfg, n_jobs)
-    if kind == "stats":
-        from sourcetracing.systems.stats import export_stats, stats_systems
+    if kind == "plain_mfcc":
+        from sourcetracing.systems.plain_reference import export_plain
 
-        return export_stats(stats_systems(cfg)[system], n_jobs, system=system)
+        return export_plain(cfg, n_jobs)
+    if kind == "stats":
+        from sourcetracing.systems.stats import export_stats
+
+        return export_stats(system_config(cfg, system), n_jobs, system=system)
     from sourcetracing.systems.fusion import export_fusion
 
     return export_fusion(cfg)
@@ -295,5 +318,6 @@ __all__ = [
     "np",
     "read_outputs",
     "record_pass",
+    "system_config",
     "system_kind",
 ]
