@@ -250,6 +250,97 @@ def chosen_table(
     return out
 
 
+def _dev_candidates(exp_dir: str | Path) -> pd.DataFrame:
+    """Every non-reference system x scorer of one experiment with its dev-only evidence: pooled dev
+    EER and AUROC, and the mean and lowest AUROC over dev's unseen systems (each against all known
+    dev clips); plus its eval OOD EER, which only the report reads."""
+    exp_dir = Path(exp_dir)
+    frame, _ = experiment_rows(exp_dir)
+    if frame.empty:
+        return frame
+    frame = frame[~frame["reference"].astype(bool)].copy()
+    per_system = {}
+    for system in frame["system"].unique():
+        summary = pd.read_csv(SystemLayout(exp_dir / system).ood_summary)
+        dev = summary[(summary["split"] == "dev") & summary["subset"].str.startswith("unseen_system:")]
+        per_system[system] = dev.groupby("scorer")["auroc"].agg(["mean", "min"])
+    frame["dev_unseen_mean_auroc"] = [
+        per_system[r.system]["mean"].get(r.scorer, np.nan) for r in frame.itertuples()
+    ]
+    frame["dev_unseen_worst_auroc"] = [
+        per_system[r.system]["min"].get(r.scorer, np.nan) for r in frame.itertuples()
+    ]
+    return frame
+
+
+# dev-only rules for picking one system x scorer (higher key = better); eval is never read
+SELECTION_RULES: dict[str, tuple[str, object]] = {
+    "lowest dev EER (ties: dev AUROC)": ("dev_eer", lambda r: (-r["dev_eer_%"], r["dev_auroc"])),
+    "highest dev AUROC": ("dev_auroc", lambda r: (r["dev_auroc"], -r["dev_eer_%"])),
+    "highest mean AUROC over dev's unseen systems": (
+        "dev_unseen_mean",
+        lambda r: (r["dev_unseen_mean_auroc"], r["dev_auroc"]),
+    ),
+    "highest lowest AUROC over dev's unseen systems": (
+        "dev_unseen_worst",
+        lambda r: (r["dev_unseen_worst_auroc"], r["dev_auroc"]),
+    ),
+}
+
+
+def rule_table(exp_dirs: Sequence[str | Path]) -> pd.DataFrame:
+    """Per selection rule (:data:`SELECTION_RULES`, dev numbers only), the eval OOD EER of what it
+    picks in each run, their mean ± sd, and how often it beats the plain reference: the table that
+    justifies a selection rule on many runs (seeds or protocol rotations) instead of one."""
+    runs = []
+    for exp in exp_dirs:
+        cands = _dev_candidates(exp)
+        if cands.empty:
+            continue
+        frame, _ = experiment_rows(exp)
+        plain = frame.loc[frame["system"] == PLAIN_REFERENCE, "eval_eer_%"]
+        runs.append((cands, plain.iloc[0] if len(plain) else np.nan))
+    rows = []
+    for rule, (_, key) in SELECTION_RULES.items():
+        picks, eers, wins = [], [], 0
+        for cands, plain in runs:
+            ordered = sorted(
+                cands.sort_values(["system", "scorer"]).to_dict("records"),
+                key=lambda r: tuple(np.nan_to_num(v, nan=-np.inf) for v in key(r)),
+                reverse=True,
+            )
+            best = ordered[0]
+            picks.append(f"{best['system']} ({best['scorer']})")
+            eers.append(best["eval_eer_%"])
+            wins += bool(best["eval_eer_%"] <= 0.5 * plain)
+        if not eers:
+            continue
+        eers_a = np.asarray(eers, dtype=float)
+        rows.append(
+            {
+                "rule (dev only)": rule,
+                "eval OOD EER (%) per run": ", ".join(f"{e:.1f}" for e in eers_a),
+                "mean ± sd": _cell(eers_a.mean(), eers_a.std(ddof=1) if len(eers_a) > 1 else np.nan, True),
+                f"runs at ≤ ½ {PLAIN_REFERENCE}": f"{wins} of {len(eers_a)}",
+                "picks": "; ".join(picks),
+            }
+        )
+    plains = np.asarray([p for _, p in runs], dtype=float)
+    if len(plains) and not np.isnan(plains).all():
+        rows.append(
+            {
+                "rule (dev only)": f"{PLAIN_REFERENCE} (knn), the plain reference",
+                "eval OOD EER (%) per run": ", ".join(f"{e:.1f}" for e in plains),
+                "mean ± sd": _cell(
+                    np.nanmean(plains), np.nanstd(plains, ddof=1) if len(plains) > 1 else np.nan, True
+                ),
+                f"runs at ≤ ½ {PLAIN_REFERENCE}": "–",
+                "picks": "",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def frame_markdown(frame: pd.DataFrame) -> str:
     """A plain GitHub-markdown rendering of a small frame of strings."""
     lines = [
@@ -302,6 +393,13 @@ def summarize(
         chosen = chosen_table(list(exp_dirs), frames, twins)
         if not chosen.empty:
             text += "\n" + frame_markdown(chosen) + "\n"
+    if n > 1:
+        rules = rule_table(list(exp_dirs))
+        if not rules.empty:
+            text += (
+                "\nSelection rules compared (each picks one system and scorer from dev numbers alone, "
+                "references excluded; its eval OOD EER in each run):\n\n" + frame_markdown(rules) + "\n"
+            )
     if twins:
         near = twin_table(exp_dirs, twins)
         if not near.empty:
