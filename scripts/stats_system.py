@@ -6,7 +6,8 @@ a discriminant projection learned on the known systems), judged like every syste
 
 Writes <exp_dir>/stats/outputs/ (projected statistics as embeddings, logistic-regression
 log-probabilities as logits), then results/ and ood_step/; the same for each system named in
-stats.variants (e.g. <exp_dir>/stats_duration/).
+stats.variants (e.g. <exp_dir>/stats_duration/); with hybrid.enabled, also the hybrid system
+(scripts/hybrid_system.py; it needs the feature store of stage 1).
 """
 
 import sys
@@ -27,6 +28,11 @@ def body(cfg, args) -> int:
     export_stats_systems(cfg, args.jobs)
     for name, system_cfg in stats_systems(cfg).items():
         judge_system(system_cfg, name)
+    if cfg.hybrid.enabled:  # statistics and the store's frame features in one network
+        from sourcetracing.systems.hybrid import SYSTEM, export_hybrid
+
+        export_hybrid(cfg, args.jobs)
+        judge_system(cfg, SYSTEM)
     return 0
 
 

@@ -160,6 +160,26 @@ STATIC_DEFAULTS: dict[str, Any] = {
         # name -> overrides of features / projection / augment / n_mfcc / crop
         "variants": {},
     },
+    "hybrid": {
+        # learned frame features and utterance statistics in one network (systems/hybrid.py), made
+        # in stage 7 when enabled
+        "enabled": False,
+        "features": ["mfcc", "prosody", "spectrum", "duration"],  # statistics groups
+        "inputs": "both",  # both | stats | frames (an ablation: one branch only)
+        "fusion": "gated",  # gated | concat
+        "hidden": 128,
+        "embedding_dim": 64,
+        "dropout": 0.1,
+        "scale": 16.0,  # class scores = scale * cosine to each class proxy
+        "loss": "ce",  # ce | proxy_anchor
+        "outliers": [],  # synthesised from train clips: pitch_up, pitch_down, faster, slower
+        "outlier_loss": "uniform",  # uniform (outlier exposure) | energy (energy margin)
+        "outlier_weight": 0.5,
+        "epochs": 60,
+        "batch_size": 128,
+        "lr": 1.0e-3,
+        "weight_decay": 1.0e-4,
+    },
     "fusion": {
         "members": ["auto"],  # system:scorer names, or auto (forward selection on dev)
         "max_members": 4,
@@ -283,6 +303,23 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "stats.projection": _one_of("lda", "none"),
     "stats.n_mfcc": _int_at_least(1),
     "stats.jobs": _int_at_least(0),
+    "hybrid.inputs": _one_of("both", "stats", "frames"),
+    "hybrid.fusion": _one_of("gated", "concat"),
+    "hybrid.hidden": _int_at_least(1),
+    "hybrid.embedding_dim": _int_at_least(1),
+    "hybrid.dropout": _fraction(),
+    "hybrid.scale": _positive(),
+    "hybrid.loss": _one_of("ce", "proxy_anchor"),
+    "hybrid.outliers": (
+        lambda v: isinstance(v, list) and set(v) <= {"pitch_up", "pitch_down", "faster", "slower"},
+        "a list of pitch_up, pitch_down, faster, slower",
+    ),
+    "hybrid.outlier_loss": _one_of("uniform", "energy"),
+    "hybrid.outlier_weight": _non_negative(),
+    "hybrid.epochs": _int_at_least(1),
+    "hybrid.batch_size": _int_at_least(1),
+    "hybrid.lr": _positive(),
+    "hybrid.weight_decay": _non_negative(),
     "fusion.max_members": _int_at_least(1),
     "fusion.weights": _one_of("nonnegative", "free"),
     "trace.top_k": _int_at_least(1),
@@ -443,6 +480,7 @@ RESERVED_SYSTEM_NAMES = frozenset(
         "ge2e",
         "mfcc",
         "plain_mfcc",
+        "hybrid",
         "stats",
         "fusion",
         "features",
@@ -480,6 +518,7 @@ def _validate_stats_variants(cfg: dict) -> None:
 
     stats = cfg["stats"]
     _check_groups("stats.features", stats["features"])
+    _check_groups("hybrid.features", cfg["hybrid"]["features"])
     for name, overrides in stats["variants"].items():
         where = f"stats.variants.{name}"
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):

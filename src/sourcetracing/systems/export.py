@@ -176,7 +176,7 @@ TRAINED_KINDS = ("classifier", "ge2e")  # kinds whose export runs a checkpoint (
 def system_kind(cfg: Config, system: str) -> str:
     """How ``system`` is exported under this config: ``classifier`` (``model.name``), ``ge2e``,
     ``mfcc`` (the reference), ``plain_mfcc`` (the plain reference, with ``mfcc.plain``), ``stats``
-    (``stats`` and each of ``stats.variants``) or ``fusion``.
+    (``stats`` and each of ``stats.variants``), ``hybrid`` (with ``hybrid.enabled``) or ``fusion``.
 
     Any other name is :class:`ConfigError`, with the reason and the systems this config can export.
     """
@@ -189,6 +189,8 @@ def system_kind(cfg: Config, system: str) -> str:
     if cfg.mfcc.plain:
         kinds[PLAIN] = "plain_mfcc"
     kinds.update({name: "stats" for name in stats_systems(cfg)})
+    if cfg.hybrid.enabled:
+        kinds["hybrid"] = "hybrid"
     if system in kinds:
         return kinds[system]
     known = ", ".join(kinds)
@@ -251,6 +253,10 @@ def export_system(
         from sourcetracing.systems.stats import export_stats
 
         return export_stats(system_config(cfg, system), n_jobs, system=system)
+    if kind == "hybrid":
+        from sourcetracing.systems.hybrid import export_hybrid
+
+        return export_hybrid(cfg, n_jobs)
     from sourcetracing.systems.fusion import export_fusion
 
     return export_fusion(cfg)
@@ -294,7 +300,11 @@ def check_outputs_current(cfg: Config, system: str, inputs: dict) -> None:
 
 
 def _producer(cfg: Config, system: str) -> str:
-    return {"ge2e": "python train_ge2e.py", "mfcc": "python scripts/reference_baseline.py"}.get(
+    return {
+        "ge2e": "python train_ge2e.py",
+        "mfcc": "python scripts/reference_baseline.py",
+        "hybrid": "python scripts/hybrid_system.py",
+    }.get(
         system, "python train_refd.py" if system == cfg.model.name else f"the step that exports '{system}'"
     ) + " --config <your config>"
 

@@ -1,0 +1,254 @@
+"""The hybrid system (``hybrid``): learned frame features and utterance statistics in one network.
+
+Per clip it takes the feature store's frame features (the front end's output: wav2vec2 layer 5 on
+MLAAD, LFCC in the offline demos) pooled over time (mean and standard deviation) and the clip's
+whole-clip utterance statistics (``hybrid.features`` groups), both standardised on train, and
+trains :class:`~sourcetracing.models.hybrid.GatedHybrid` on the train clips and their augmented
+copies (the store's versions that the statistics pass also made: reverb, noise, music, babble,
+codec), with ``hybrid.loss`` (``ce`` or ``proxy_anchor``) and, with ``hybrid.outliers``, outlier
+exposure on copies of the train clips synthesised to sound like *other* synthesizers — pitch
+shifted (``pitch_up``, ``pitch_down``: ±3 semitones) or time-stretched (``faster`` ×1.25,
+``slower`` ×0.8); never clips of dev's or eval's unseen systems. Nothing is chosen on dev: the
+model of the last epoch is kept.
+
+It exports, like every system, embeddings (the L2-normalised embedding) and logits (``scale *
+cosine`` to each class proxy) for train (every version), dev and eval; every OOD scorer then
+judges it. The fitted standardisers and weights are saved in ``<exp>/hybrid/trained_models/``.
+
+    python scripts/stats_system.py --config configs/demo_hard.yaml hybrid.enabled=true
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from sourcetracing.config import Config
+from sourcetracing.data.protocols import prepare_splits, protocol_digest
+from sourcetracing.errors import DataError
+from sourcetracing.features.store import FeatureStore
+from sourcetracing.layout import ExperimentLayout
+from sourcetracing.models.hybrid import GatedHybrid, hybrid_loss
+from sourcetracing.progress import progress
+from sourcetracing.provenance import data_digest, file_digest, step_lock
+from sourcetracing.systems.export import output_rows, record_pass
+from sourcetracing.systems.mfcc import compute_statistics
+from sourcetracing.systems.outputs import SplitOutputs, SystemOutputs
+from sourcetracing.systems.stats import stats_settings
+
+SYSTEM = "hybrid"
+MODEL_FILE = "hybrid.pt"
+OUTLIERS = {
+    "pitch_up": ("pitch", 3.0),
+    "pitch_down": ("pitch", -3.0),
+    "faster": ("tempo", 1.25),
+    "slower": ("tempo", 0.8),
+}
+
+
+def synthesise_outlier(wave: np.ndarray, sample_rate: int, kind: str) -> np.ndarray:
+    """A copy of a train clip that sounds like another synthesizer (``OUTLIERS``)."""
+    import librosa
+
+    what, amount = OUTLIERS[kind]
+    if what == "pitch":
+        return librosa.effects.pitch_shift(wave, sr=sample_rate, n_steps=amount).astype(np.float32)
+    return librosa.effects.time_stretch(wave, rate=amount).astype(np.float32)
+
+
+def pooled_frames(store: FeatureStore, rows: pd.DataFrame, chunk: int = 512) -> np.ndarray:
+    """Mean and standard deviation over time of the stored frame features of ``rows`` ``[n, 2 D]``."""
+    out = []
+    for start in range(0, len(rows), chunk):
+        x = store.load(rows.iloc[start : start + chunk]).astype(np.float32)
+        out.append(np.concatenate([x.mean(axis=1), x.std(axis=1)], axis=1))
+    return np.concatenate(out) if out else np.zeros((0, 2 * store.frame_shape[1]), np.float32)
+
+
+def _settings(cfg: Config) -> dict:
+    return {**stats_settings(cfg), "groups": list(cfg.hybrid.features), "projection": "none"}
+
+
+def assemble(cfg: Config, n_jobs: int = 1) -> dict[str, tuple[np.ndarray, np.ndarray, pd.DataFrame]]:
+    """Per split ``(pooled frame features, statistics, rows)`` of the clips both the store and the
+    statistics pass have (train: every version both made; dev/eval: the original clips)."""
+    splits, _ = prepare_splits(cfg)
+    layout = ExperimentLayout.of(cfg)
+    stats = compute_statistics(
+        cfg, _settings(cfg), n_jobs, tuple(cfg.stats.augment), layout.system(SYSTEM).root / "cache", splits
+    )
+    store = FeatureStore.for_config(cfg)
+    out = {}
+    for split in splits:
+        x, kept, _ = stats[split]
+        kept = kept.reset_index(drop=True)
+        if "version" not in kept:
+            kept = kept.assign(version="original")
+        index = store.index[store.index["split"] == split].set_index(["clip_id", "version"])
+        keys = pd.MultiIndex.from_arrays([kept["clip_id"], kept["version"]])
+        present = keys.isin(index.index)
+        if split == "train":
+            present &= kept["label"].to_numpy() >= 0
+        if not present.any():
+            raise DataError(f"hybrid: no {split} clip is in both the feature store and the statistics pass")
+        rows = kept[present].reset_index(drop=True)
+        frames = pooled_frames(store, index.loc[keys[present]].reset_index())
+        out[split] = (frames, x[present], rows)
+    return out
+
+
+def outlier_features(cfg: Config, rows: pd.DataFrame, n_jobs: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled frame features and statistics of the synthesised outliers of the train originals."""
+    from joblib import Parallel, delayed
+
+    from sourcetracing.data.audio import crop_or_pad, load_audio
+    from sourcetracing.features.frontends import build_frontend
+    from sourcetracing.systems.utterance_features import clip_statistics
+
+    kinds = list(cfg.hybrid.outliers)
+    sr = int(cfg.data.sample_rate)
+    settings = _settings(cfg)
+    originals = rows[rows["version"] == "original"]
+    paths = [str(Path(cfg.data.root) / p) for p in originals["path"]]
+
+    def one(path: str) -> list[tuple[np.ndarray, np.ndarray]]:
+        wave = load_audio(path, sr)
+        made = []
+        for kind in kinds:
+            w = synthesise_outlier(wave, sr, kind)
+            s = clip_statistics(w, sr, settings["groups"], n_mfcc=int(settings["n_mfcc"]))[0]
+            made.append((s, crop_or_pad(w, int(round(float(cfg.data.max_len_s) * sr)))))
+        return made
+
+    made = [
+        m
+        for clip in progress(
+            Parallel(n_jobs=n_jobs, batch_size=8, return_as="generator")(delayed(one)(p) for p in paths),
+            total=len(paths),
+            desc=f"outliers ({len(paths)} clips x {len(kinds)})",
+            leave=False,
+        )  # fmt: skip
+        for m in clip
+    ]
+    frontend = build_frontend(cfg.frontend, "cpu", sr)
+    frames = []
+    with torch.inference_mode():
+        for start in range(0, len(made), 32):
+            waves = torch.from_numpy(np.stack([w for _, w in made[start : start + 32]]))
+            x = frontend(waves).float().numpy()
+            frames.append(np.concatenate([x.mean(axis=1), x.std(axis=1)], axis=1))
+    return np.concatenate(frames), np.stack([s for s, _ in made]).astype(np.float32)
+
+
+class _Standardiser:
+    def __init__(self, x: np.ndarray):
+        self.mean = x.mean(axis=0)
+        self.std = np.where(x.std(axis=0) > 1e-8, x.std(axis=0), 1.0)
+
+    def __call__(self, x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(((x - self.mean) / self.std).astype(np.float32))
+
+
+def train_hybrid(
+    cfg: Config,
+    frames: np.ndarray,
+    stats: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
+    outliers: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[GatedHybrid, _Standardiser, _Standardiser, list[float]]:
+    """Train the network on the (standardised) train vectors; returns it, the standardisers and the
+    per-epoch training loss."""
+    h = cfg.hybrid
+    torch.manual_seed(int(cfg.seed))
+    rng = np.random.default_rng(int(cfg.seed))
+    sf, ss = _Standardiser(frames), _Standardiser(stats)
+    xf, xs, y = sf(frames), ss(stats), torch.from_numpy(labels.astype(np.int64))
+    of = os_ = None
+    if outliers is not None and len(outliers[0]):
+        of, os_ = sf(outliers[0]), ss(outliers[1])
+    model = GatedHybrid(
+        frames.shape[1], stats.shape[1], num_classes, int(h.hidden), int(h.embedding_dim), str(h.fusion),
+        str(h.inputs), float(h.dropout), float(h.scale),
+    )  # fmt: skip
+    opt = torch.optim.AdamW(model.parameters(), lr=float(h.lr), weight_decay=float(h.weight_decay))
+    batch = int(h.batch_size)
+    history = []
+    for _ in progress(range(int(h.epochs)), desc="hybrid epochs", leave=False):
+        model.train()
+        order = rng.permutation(len(y))
+        total = 0.0
+        for start in range(0, len(order), batch):
+            idx = torch.from_numpy(order[start : start + batch])
+            _, scores = model(xf[idx], xs[idx])
+            out_scores = None
+            if of is not None:
+                pick = torch.from_numpy(rng.integers(0, len(of), size=max(1, len(idx) // 2)))
+                out_scores = model(of[pick], os_[pick])[1]
+            loss = hybrid_loss(
+                model, scores, y[idx], str(h.loss), out_scores, str(h.outlier_loss), float(h.outlier_weight)
+            )
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss) * len(idx)
+        history.append(total / len(y))
+    model.eval()
+    return model, sf, ss, history
+
+
+def export_hybrid(cfg: Config, n_jobs: int | None = None) -> Path:
+    """Assemble the inputs, train, save and export the hybrid system's outputs."""
+    jobs = int(n_jobs or cfg.stats.jobs or max(1, cfg.features.num_workers))
+    _, label_map = prepare_splits(cfg)
+    layout = ExperimentLayout.of(cfg)
+    system = layout.system(SYSTEM)
+    with step_lock(layout.locks / f"export-{SYSTEM}.lock", f"the outputs of {SYSTEM}"):
+        data = assemble(cfg, jobs)
+        frames, stats, rows = data["train"]
+        labels = rows["label"].to_numpy(int)
+        if len(np.unique(labels)) < 2:
+            raise DataError("the hybrid system needs at least two known systems in train")
+        outliers = outlier_features(cfg, rows, jobs) if list(cfg.hybrid.outliers) else None
+        model, sf, ss, history = train_hybrid(cfg, frames, stats, labels, len(label_map.known), outliers)
+        system.models.mkdir(parents=True, exist_ok=True)
+        path = system.models / MODEL_FILE
+        torch.save(
+            {"state_dict": model.state_dict(), "frames_mean": sf.mean, "frames_std": sf.std,
+             "stats_mean": ss.mean, "stats_std": ss.std, "settings": dict(cfg.hybrid),
+             "class_names": list(label_map.known), "train_loss": history},
+            path,
+        )  # fmt: skip
+        out = {}
+        with torch.inference_mode():
+            for split, (f, s, r) in data.items():
+                record_pass(SYSTEM, split, len(r))
+                emb, scores = model(sf(f), ss(s))
+                out[split] = SplitOutputs(output_rows(r), embeddings=emb.numpy(), logits=scores.numpy())
+        meta = {
+            "task": "hybrid",
+            "description": (
+                f"{cfg.hybrid.fusion} hybrid of pooled {cfg.frontend.name} frames and statistics "
+                f"({', '.join(cfg.hybrid.features)}), loss {cfg.hybrid.loss}, "
+                f"outliers {list(cfg.hybrid.outliers) or 'none'}"
+            ),
+            "settings": json.loads(json.dumps(dict(cfg.hybrid))),
+            "logits": "scaled_cosine",
+            "final_train_loss": history[-1] if history else None,
+        }
+        splits, _ = prepare_splits(cfg)
+        inputs = {
+            "protocols": data_digest({k: protocol_digest(v) for k, v in splits.items()}),
+            "label_map": label_map.digest(), "store_id": FeatureStore.for_config(cfg).store_id,
+            "settings": data_digest(meta["settings"]), "model": file_digest(path),
+        }  # fmt: skip
+        SystemOutputs(SYSTEM, list(label_map.known), out, meta=meta).write(system.outputs, inputs)
+    print(f"{SYSTEM} outputs written to {system.outputs} (final train loss {history[-1]:.4f})")
+    return system.outputs
+
+
+__all__ = ["OUTLIERS", "SYSTEM", "assemble", "export_hybrid", "synthesise_outlier", "train_hybrid"]

@@ -1,0 +1,129 @@
+"""The hybrid network and its objectives: proxy-anchor against its formula, the gate, the outlier terms."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from sourcetracing.models.hybrid import GatedHybrid, hybrid_loss, proxy_anchor_loss
+
+
+def _proxy_anchor_by_the_formula(
+    cos: torch.Tensor, labels: list[int], alpha: float, delta: float
+) -> torch.Tensor:
+    """Kim et al. (2020), eq. 4, written out with loops over proxies and clips."""
+    n, c = cos.shape
+    with_pos = [p for p in range(c) if p in labels]
+    pos = cos.new_zeros(())
+    for p in with_pos:
+        inner = sum(torch.exp(-alpha * (cos[i, p] - delta)) for i in range(n) if labels[i] == p)
+        pos = pos + torch.log(1 + inner)
+    neg = cos.new_zeros(())
+    for p in range(c):
+        terms = [torch.exp(alpha * (cos[i, p] + delta)) for i in range(n) if labels[i] != p]
+        neg = neg + torch.log(1 + sum(terms)) if terms else neg
+    return pos / len(with_pos) + neg / c
+
+
+def test_proxy_anchor_value_and_gradient_match_the_formula() -> None:
+    torch.manual_seed(0)
+    raw = torch.randn(7, 4, dtype=torch.float64)
+    labels = [0, 0, 1, 2, 2, 2, 1]  # class 3 has no positive in the batch
+    a = raw.clone().tanh().requires_grad_(True)
+    b = raw.clone().tanh().requires_grad_(True)
+    mine = proxy_anchor_loss(a, torch.tensor(labels), alpha=32.0, delta=0.1)
+    ref = _proxy_anchor_by_the_formula(b, labels, alpha=32.0, delta=0.1)
+    assert float(mine) == pytest.approx(float(ref), rel=1e-10)
+    mine.backward()
+    ref.backward()
+    np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), rtol=1e-8, atol=1e-12)
+    assert float(a.grad[:, 3].abs().max()) > 0  # a proxy without positives still gets its negatives' pull
+
+
+def test_gate_lies_between_the_branches_and_every_input_mode_runs() -> None:
+    torch.manual_seed(1)
+    frames, stats = torch.randn(5, 12), torch.randn(5, 9)
+    for inputs in ("both", "stats", "frames"):
+        for fusion in ("gated", "concat"):
+            model = GatedHybrid(
+                12, 9, 3, hidden=16, embedding_dim=8, fusion=fusion, inputs=inputs, dropout=0.0
+            )
+            emb, scores = model(frames, stats)
+            assert emb.shape == (5, 8) and scores.shape == (5, 3)
+            np.testing.assert_allclose(emb.norm(dim=1).detach().numpy(), 1.0, atol=1e-5)
+            assert float(scores.abs().max()) <= model.scale + 1e-4
+    model = GatedHybrid(12, 9, 3, hidden=16, embedding_dim=8, dropout=0.0).eval()
+    a, b = model.frames(frames), model.stats(stats)
+    g = torch.sigmoid(model.merge(torch.cat([a, b], 1)))
+    z = g * a + (1 - g) * b
+    lo, hi = torch.minimum(a, b), torch.maximum(a, b)
+    assert bool(((z >= lo - 1e-6) & (z <= hi + 1e-6)).all())  # a convex mix of the two branches
+    np.testing.assert_allclose(
+        model.embedding(frames, stats).detach().numpy(),
+        torch.nn.functional.normalize(model.embed(z), dim=1).detach().numpy(), atol=1e-6,
+    )  # fmt: skip
+
+
+def test_outlier_terms_push_outliers_towards_uniform_or_high_energy() -> None:
+    torch.manual_seed(2)
+    model = GatedHybrid(6, 4, 3, hidden=8, embedding_dim=4, dropout=0.0)
+    scores = torch.tensor([[10.0, -5.0, -5.0], [-5.0, 10.0, -5.0]])
+    labels = torch.tensor([0, 1])
+    confident_outliers = torch.tensor([[12.0, -6.0, -6.0]])
+    uniform_outliers = torch.zeros(1, 3)
+    base = hybrid_loss(model, scores, labels)
+    for kind in ("uniform", "energy"):
+        bad = hybrid_loss(model, scores, labels, outlier_scores=confident_outliers, outlier_loss=kind)
+        good = hybrid_loss(model, scores, labels, outlier_scores=uniform_outliers, outlier_loss=kind)
+        assert bad > good >= base - 1e-6
+    # the uniform term of a uniform outlier is log(C), its lowest value
+    term = hybrid_loss(model, scores, labels, outlier_scores=uniform_outliers, outlier_weight=1.0) - base
+    assert float(term) == pytest.approx(math.log(3), rel=1e-6)
+    with pytest.raises(ValueError, match="loss must be"):
+        hybrid_loss(model, scores, labels, loss="triplet")
+
+
+def test_hybrid_system_end_to_end_on_a_tiny_corpus(tmp_path) -> None:
+    """Store + statistics -> the gated network with synthesised outliers -> outputs judged like any
+    system; the saved weights give the exported numbers again, and nothing is read from eval."""
+    from test_reference import _corpus
+
+    from sourcetracing.config import load_config
+    from sourcetracing.features.extract import run_extraction
+    from sourcetracing.judge import judge_system
+    from sourcetracing.systems.export import export_system, system_kind
+    from sourcetracing.systems.hybrid import SYSTEM, export_hybrid
+    from sourcetracing.systems.outputs import SystemOutputs
+
+    root = tmp_path / "data"
+    proto = _corpus(root, np.random.default_rng(0))
+    cfg = load_config(
+        None,
+        [f"exp_dir={tmp_path / 'exp'}", f"data.root={root}", f"data.protocols={proto}", "data.max_len_s=0.5",
+         "frontend.name=lfcc", "augment.versions=[original, codec]", "stats.augment=[codec]", "stats.jobs=1",
+         "hybrid.enabled=true", "hybrid.epochs=40", "hybrid.outliers=[pitch_up, slower]", "ood.knn.k=3",
+         "ood.scorers=[knn, msp, energy]"],
+    )  # fmt: skip
+    run_extraction(cfg)
+    assert system_kind(cfg, SYSTEM) == "hybrid"
+    export_hybrid(cfg, n_jobs=1)
+    outputs = SystemOutputs.read(tmp_path / "exp" / SYSTEM / "outputs")
+    train, dev, ev = outputs.split("train"), outputs.split("dev"), outputs.split("eval")
+    assert set(train.rows["version"]) == {"original", "codec"} and len(train.rows) == 2 * 18
+    assert len(ev.rows) == 20 and outputs.has == {"embeddings", "logits"}  # the broken clip left out
+    assert outputs.meta["settings"]["outliers"] == ["pitch_up", "slower"]
+    results, summary = judge_system(cfg, SYSTEM)
+    assert results["eval"]["accuracy"] >= 0.9  # sine "systems": easy to tell apart
+    assert set(summary["scorer"]) == {"knn", "msp", "energy"}
+    # eval is never read by the fit: other eval clips change no train or dev number
+    first = dev.embeddings.copy()
+    ev_csv = proto / "eval.csv"
+    table = pd.read_csv(ev_csv)
+    table.iloc[:-4].to_csv(ev_csv, index=False)
+    export_system(cfg, SYSTEM, n_jobs=1)
+    again = SystemOutputs.read(tmp_path / "exp" / SYSTEM / "outputs")
+    np.testing.assert_allclose(again.split("dev").embeddings, first, atol=1e-6)
