@@ -22,7 +22,9 @@ the same precision's ceiling reached by the full path, peak GPU memory
 (``torch.cuda.max_memory_allocated``, model weights included) and the relative error
 ``||a - b|| / ||b||`` of the front-end output against the toolkit in float32 (IEEE float32 on
 CUDA). Then the targets: the full path at the default precision (``auto``: bf16 on CUDA, float32
-on CPU) >= 10x the original style, and >= 50 % of its model-only ceiling.
+on CPU) >= 10x the original style, and >= 50 % of its model-only ceiling. The full path's rows/s
+and peak memory per precision are recorded for this machine in ``--rates`` (default
+``exp/benchmarks/rates.json``), where ``preprocess_dataset.py --check`` reads them (not with ``--tiny``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sourcetracing.costs import RATES_FILE, save_rates
 from sourcetracing_tools.bench.corpus import speech_like, write_bench_corpus
 from sourcetracing_tools.bench.report import (
     Target,
@@ -216,6 +219,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dir", type=Path, default=None, help="scratch folder (default: a temp folder)")
     parser.add_argument("--out", type=Path, default=None, help="also write the report (Markdown) here")
     parser.add_argument(
+        "--rates",
+        type=Path,
+        default=RATES_FILE,
+        help=f"record the full path's rows/s here for preprocess_dataset.py --check (default {RATES_FILE})",
+    )
+    parser.add_argument(
         "--tiny",
         action="store_true",
         help="a 2-layer, 32-dim model: checks this script runs, measures nothing",
@@ -311,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         free_device_memory(device)
 
         full_rates: dict[str, float] = {}
+        full_peaks: dict[str, float] = {}
         if args.full_clips > 0:
             corpus = write_bench_corpus(tmp / "corpus", args.full_clips, args.seconds)
             for precision in precisions:
@@ -318,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
                     corpus.overrides(), model_dir, args, precision, tmp / f"exp_{precision}", device
                 )
                 full_rates[precision] = rate
+                full_peaks[precision] = mib
                 rows.append(
                     {
                         "method": "toolkit full path (decode + augment + model + store)",
@@ -382,4 +393,22 @@ def main(argv: list[str] | None = None) -> int:
         ]
     )
     emit(text, args.out)
+    if full_rates and not args.tiny:
+        record_rates(args, device, full_rates, full_peaks)
     return 0
+
+
+def record_rates(
+    args: argparse.Namespace, device: torch.device, rates: dict[str, float], peaks: dict[str, float]
+) -> None:
+    """Save the full path's rows/s and peak GPU MiB per precision for ``preprocess_dataset.py --check``."""
+    from sourcetracing.provenance import machine_description
+
+    values = {
+        "rows_per_s": rates,
+        "peak_gpu_mib": {k: v for k, v in peaks.items() if math.isfinite(v)},
+        "batch_size": args.batch_size,
+        "model": f"the wav2vec2-base architecture, layer {args.layer}",
+    }
+    path = save_rates(args.rates, machine_description(), device.type, "extract", values)
+    print(f"rates recorded: {path}")

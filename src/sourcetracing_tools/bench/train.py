@@ -15,7 +15,8 @@ temporary folder. Two rows per precision:
 Printed: samples/s (store rows per second; each is forwarded twice with mixup), the ratio to
 float32 in the same mode and the peak GPU memory (``torch.cuda.max_memory_allocated``). Target:
 bf16 step >= 1.5x float32 step. ``float32`` uses PyTorch's default math (cuDNN convolutions may
-use TF32 on recent GPUs).
+use TF32 on recent GPUs). The full rows' samples/s and peak memory per precision are recorded for
+this machine in ``--rates`` (default ``exp/benchmarks/rates.json``) for ``preprocess_dataset.py --check``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from sourcetracing.costs import RATES_FILE, save_rates
 from sourcetracing_tools.bench.report import (
     Target,
     emit,
@@ -167,6 +169,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--dir", type=Path, default=None, help="scratch folder (default: a temp folder)")
     parser.add_argument("--out", type=Path, default=None, help="also write the report (Markdown) here")
+    parser.add_argument(
+        "--rates",
+        type=Path,
+        default=RATES_FILE,
+        help=f"record the full rows' samples/s here for preprocess_dataset.py --check (default {RATES_FILE})",
+    )
     return parser.parse_args(argv)
 
 
@@ -179,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
     rows: list[dict] = []
     rates: dict[tuple[str, str], float] = {}
+    peaks: dict[str, float] = {}
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         tmp = Path(tmp)
         store = write_random_store(tmp / "store", args.batch_size * args.steps, args.frames, args.dim)
@@ -187,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
                 task, trainer = _trainer(store, tmp / f"exp_{mode}_{precision}", args, precision, device)
                 rate, mib = measure(task, trainer, device, args.steps, replay)
                 rates[mode, precision] = rate
+                if mode == "full":
+                    peaks[precision] = mib
                 rows.append(
                     {
                         "mode": mode,
@@ -224,4 +235,22 @@ def main(argv: list[str] | None = None) -> int:
         ]
     )
     emit(text, args.out)
+    record_rates(args, device, {p: rates["full", p] for p in precisions}, peaks)
     return 0
+
+
+def record_rates(
+    args: argparse.Namespace, device: torch.device, rates: dict[str, float], peaks: dict[str, float]
+) -> None:
+    """Save the full rows' samples/s and peak GPU MiB per precision for ``preprocess_dataset.py --check``."""
+    from sourcetracing.provenance import machine_description
+
+    values = {
+        "samples_per_s": rates,
+        "peak_gpu_mib": {k: v for k, v in peaks.items() if math.isfinite(v)},
+        "batch_size": args.batch_size,
+        "frames": args.frames,
+        "dim": args.dim,
+    }
+    path = save_rates(args.rates, machine_description(), device.type, "train", values)
+    print(f"rates recorded: {path}")
