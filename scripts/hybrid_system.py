@@ -22,10 +22,10 @@ except ModuleNotFoundError as err:
 
 def body(cfg, args) -> int:
     from sourcetracing.judge import judge_system
-    from sourcetracing.systems.hybrid import SYSTEM, export_hybrid
+    from sourcetracing.systems.hybrid import export_hybrid, system_name
 
     export_hybrid(cfg, args.jobs)
-    judge_system(cfg, SYSTEM)
+    judge_system(cfg, system_name(cfg))
     return 0
 
 

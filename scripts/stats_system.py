@@ -29,10 +29,10 @@ def body(cfg, args) -> int:
     for name, system_cfg in stats_systems(cfg).items():
         judge_system(system_cfg, name)
     if cfg.hybrid.enabled:  # statistics and the store's frame features in one network
-        from sourcetracing.systems.hybrid import SYSTEM, export_hybrid
+        from sourcetracing.systems.hybrid import export_hybrid, system_name
 
         export_hybrid(cfg, args.jobs)
-        judge_system(cfg, SYSTEM)
+        judge_system(cfg, system_name(cfg))
     return 0
 
 

@@ -34,6 +34,7 @@ import importlib
 import importlib.util
 import json
 import math
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -164,6 +165,7 @@ STATIC_DEFAULTS: dict[str, Any] = {
         # learned frame features and utterance statistics in one network (systems/hybrid.py), made
         # in stage 7 when enabled
         "enabled": False,
+        "name": "hybrid",  # the system's folder and name (another name compares settings side by side)
         "features": ["mfcc", "prosody", "spectrum", "duration"],  # statistics groups
         "inputs": "both",  # both | stats | frames (an ablation: one branch only)
         "fusion": "gated",  # gated | concat
@@ -179,6 +181,17 @@ STATIC_DEFAULTS: dict[str, Any] = {
         "batch_size": 128,
         "lr": 1.0e-3,
         "weight_decay": 1.0e-4,
+    },
+    "pooled": {
+        # training-free pooled-embedding system (systems/pooled.py, scripts/pooled_system.py): a
+        # frozen front end over the whole clip, pooled over time, k-NN attribution and k-NN OOD score
+        "enabled": False,  # run by the stage list when true (the script itself always runs)
+        "frontend": None,  # None: the experiment's frontend section; a mapping is merged over it
+        "pooling": "mean",  # mean | mean_std (mean and standard deviation over time)
+        "crop": False,  # False: the whole clip; True: the 4 s crop of the feature store (data.max_len_s)
+        "k": None,  # auto (None) = chosen on train by holding out known systems in turn; or an integer
+        "ood_k": None,  # the OOD score's k: None = as k; auto; or an integer
+        "augment": [],  # augmented train copies in the reference bank (augment.* settings); none by default
     },
     "fusion": {
         "members": ["auto"],  # system:scorer names, or auto (forward selection on dev)
@@ -303,6 +316,14 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "stats.projection": _one_of("lda", "none"),
     "stats.n_mfcc": _int_at_least(1),
     "stats.jobs": _int_at_least(0),
+    "hybrid.name": (
+        lambda v: (
+            isinstance(v, str)
+            and bool(re.fullmatch(r"[a-z][a-z0-9_]*", v))
+            and (v == "hybrid" or v not in RESERVED_SYSTEM_NAMES)
+        ),
+        "a new system name (lowercase letters, digits, underscores) or hybrid",
+    ),
     "hybrid.inputs": _one_of("both", "stats", "frames"),
     "hybrid.fusion": _one_of("gated", "concat"),
     "hybrid.hidden": _int_at_least(1),
@@ -320,6 +341,16 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "hybrid.batch_size": _int_at_least(1),
     "hybrid.lr": _positive(),
     "hybrid.weight_decay": _non_negative(),
+    "pooled.frontend": (lambda v: isinstance(v, dict), "a front end section (e.g. {hf_ssl: {layer: 4}})"),
+    "pooled.pooling": _one_of("mean", "mean_std"),
+    "pooled.k": (
+        lambda v: v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+        "auto or an integer >= 1",
+    ),
+    "pooled.ood_k": (
+        lambda v: v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+        "auto or an integer >= 1",
+    ),
     "fusion.max_members": _int_at_least(1),
     "fusion.weights": _one_of("nonnegative", "free"),
     "trace.top_k": _int_at_least(1),
@@ -465,7 +496,7 @@ def _validate(cfg: dict) -> None:
         raise ConfigError(
             f"ood.default '{default}' is not among ood.scorers {cfg['ood']['scorers']} (or use auto)"
         )
-    for key in ("augment.versions", "stats.augment"):
+    for key in ("augment.versions", "stats.augment", "pooled.augment"):
         section, name = key.split(".")
         _check_versions(key, cfg[section][name])
     _validate_stats_variants(cfg)
@@ -480,6 +511,7 @@ RESERVED_SYSTEM_NAMES = frozenset(
         "ge2e",
         "mfcc",
         "plain_mfcc",
+        "pooled",
         "hybrid",
         "stats",
         "fusion",

@@ -190,7 +190,7 @@ def system_kind(cfg: Config, system: str) -> str:
         kinds[PLAIN] = "plain_mfcc"
     kinds.update({name: "stats" for name in stats_systems(cfg)})
     if cfg.hybrid.enabled:
-        kinds["hybrid"] = "hybrid"
+        kinds[str(cfg.hybrid.name)] = "hybrid"
     if system in kinds:
         return kinds[system]
     known = ", ".join(kinds)

@@ -40,7 +40,7 @@ from sourcetracing.systems.mfcc import compute_statistics
 from sourcetracing.systems.outputs import SplitOutputs, SystemOutputs
 from sourcetracing.systems.stats import stats_settings
 
-SYSTEM = "hybrid"
+SYSTEM = "hybrid"  # the default name (``hybrid.name``)
 MODEL_FILE = "hybrid.pt"
 OUTLIERS = {
     "pitch_up": ("pitch", 3.0),
@@ -73,14 +73,24 @@ def _settings(cfg: Config) -> dict:
     return {**stats_settings(cfg), "groups": list(cfg.hybrid.features), "projection": "none"}
 
 
+def system_name(cfg: Config) -> str:
+    """The hybrid system's name in this experiment (``hybrid.name``, so several can be compared)."""
+    return str(cfg.hybrid.name)
+
+
 def assemble(cfg: Config, n_jobs: int = 1) -> dict[str, tuple[np.ndarray, np.ndarray, pd.DataFrame]]:
     """Per split ``(pooled frame features, statistics, rows)`` of the clips both the store and the
     statistics pass have (train: every version both made; dev/eval: the original clips)."""
     splits, _ = prepare_splits(cfg)
     layout = ExperimentLayout.of(cfg)
     stats = compute_statistics(
-        cfg, _settings(cfg), n_jobs, tuple(cfg.stats.augment), layout.system(SYSTEM).root / "cache", splits
-    )
+        cfg,
+        _settings(cfg),
+        n_jobs,
+        tuple(cfg.stats.augment),
+        layout.root / "hybrid_shared" / "statistics",
+        splits,
+    )  # shared by every hybrid system of the experiment (cached while the clips and settings stay)
     store = FeatureStore.for_config(cfg)
     out = {}
     for split in splits:
@@ -114,6 +124,13 @@ def outlier_features(cfg: Config, rows: pd.DataFrame, n_jobs: int = 1) -> tuple[
     settings = _settings(cfg)
     originals = rows[rows["version"] == "original"]
     paths = [str(Path(cfg.data.root) / p) for p in originals["path"]]
+    key = data_digest(
+        [originals["clip_id"].tolist(), kinds, settings, dict(cfg.frontend), float(cfg.data.max_len_s)]
+    )
+    cache = ExperimentLayout.of(cfg).root / "hybrid_shared" / f"outliers-{key[:16]}.npz"
+    if cache.is_file():
+        with np.load(cache, allow_pickle=False) as saved:
+            return saved["frames"], saved["stats"]
 
     def one(path: str) -> list[tuple[np.ndarray, np.ndarray]]:
         wave = load_audio(path, sr)
@@ -141,7 +158,10 @@ def outlier_features(cfg: Config, rows: pd.DataFrame, n_jobs: int = 1) -> tuple[
             waves = torch.from_numpy(np.stack([w for _, w in made[start : start + 32]]))
             x = frontend(waves).float().numpy()
             frames.append(np.concatenate([x.mean(axis=1), x.std(axis=1)], axis=1))
-    return np.concatenate(frames), np.stack([s for s, _ in made]).astype(np.float32)
+    result = np.concatenate(frames), np.stack([s for s, _ in made]).astype(np.float32)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, frames=result[0], stats=result[1])
+    return result
 
 
 class _Standardiser:
@@ -206,8 +226,9 @@ def export_hybrid(cfg: Config, n_jobs: int | None = None) -> Path:
     jobs = int(n_jobs or cfg.stats.jobs or max(1, cfg.features.num_workers))
     _, label_map = prepare_splits(cfg)
     layout = ExperimentLayout.of(cfg)
-    system = layout.system(SYSTEM)
-    with step_lock(layout.locks / f"export-{SYSTEM}.lock", f"the outputs of {SYSTEM}"):
+    name = system_name(cfg)
+    system = layout.system(name)
+    with step_lock(layout.locks / f"export-{name}.lock", f"the outputs of {name}"):
         data = assemble(cfg, jobs)
         frames, stats, rows = data["train"]
         labels = rows["label"].to_numpy(int)
@@ -226,7 +247,7 @@ def export_hybrid(cfg: Config, n_jobs: int | None = None) -> Path:
         out = {}
         with torch.inference_mode():
             for split, (f, s, r) in data.items():
-                record_pass(SYSTEM, split, len(r))
+                record_pass(name, split, len(r))
                 emb, scores = model(sf(f), ss(s))
                 out[split] = SplitOutputs(output_rows(r), embeddings=emb.numpy(), logits=scores.numpy())
         meta = {
@@ -246,9 +267,17 @@ def export_hybrid(cfg: Config, n_jobs: int | None = None) -> Path:
             "label_map": label_map.digest(), "store_id": FeatureStore.for_config(cfg).store_id,
             "settings": data_digest(meta["settings"]), "model": file_digest(path),
         }  # fmt: skip
-        SystemOutputs(SYSTEM, list(label_map.known), out, meta=meta).write(system.outputs, inputs)
-    print(f"{SYSTEM} outputs written to {system.outputs} (final train loss {history[-1]:.4f})")
+        SystemOutputs(name, list(label_map.known), out, meta=meta).write(system.outputs, inputs)
+    print(f"{name} outputs written to {system.outputs} (final train loss {history[-1]:.4f})")
     return system.outputs
 
 
-__all__ = ["OUTLIERS", "SYSTEM", "assemble", "export_hybrid", "synthesise_outlier", "train_hybrid"]
+__all__ = [
+    "OUTLIERS",
+    "SYSTEM",
+    "assemble",
+    "export_hybrid",
+    "synthesise_outlier",
+    "system_name",
+    "train_hybrid",
+]
