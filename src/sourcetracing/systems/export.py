@@ -176,7 +176,8 @@ TRAINED_KINDS = ("classifier", "ge2e")  # kinds whose export runs a checkpoint (
 def system_kind(cfg: Config, system: str) -> str:
     """How ``system`` is exported under this config: ``classifier`` (``model.name``), ``ge2e``,
     ``mfcc`` (the reference), ``plain_mfcc`` (the plain reference, with ``mfcc.plain``), ``stats``
-    (``stats`` and each of ``stats.variants``), ``hybrid`` (with ``hybrid.enabled``) or ``fusion``.
+    (``stats`` and each of ``stats.variants``), ``hybrid`` (with ``hybrid.enabled``), ``pooled`` (with
+    ``pooled.enabled``) or ``fusion``.
 
     Any other name is :class:`ConfigError`, with the reason and the systems this config can export.
     """
@@ -191,6 +192,8 @@ def system_kind(cfg: Config, system: str) -> str:
     kinds.update({name: "stats" for name in stats_systems(cfg)})
     if cfg.hybrid.enabled:
         kinds[str(cfg.hybrid.name)] = "hybrid"
+    if cfg.pooled.enabled:
+        kinds["pooled"] = "pooled"
     if system in kinds:
         return kinds[system]
     known = ", ".join(kinds)
@@ -201,6 +204,10 @@ def system_kind(cfg: Config, system: str) -> str:
             f"its outputs come from a classifier, and this config's classifier is "
             f"model.name={cfg.model.name} (add the override model.name={system})"
         )
+    elif task == "pooled":
+        reason = (
+            "its outputs come from the pooled system, which this config leaves off (add pooled.enabled=true)"
+        )
     elif meta_path.is_file():
         reason = f"no step of this config makes it (its outputs say task {task!r})"
     else:
@@ -210,7 +217,7 @@ def system_kind(cfg: Config, system: str) -> str:
 
 def system_config(cfg: Config, system: str) -> Config:
     """The config a system is made and judged with: a statistics variant's merged settings, the plain
-    reference's fixed OOD step, else ``cfg`` itself (raises like :func:`system_kind`)."""
+    reference's or the pooled system's fixed OOD step, else ``cfg`` itself (raises like :func:`system_kind`)."""
     kind = system_kind(cfg, system)
     if kind == "stats":
         from sourcetracing.systems.stats import stats_systems
@@ -220,6 +227,10 @@ def system_config(cfg: Config, system: str) -> Config:
         from sourcetracing.systems.plain_reference import plain_config
 
         return plain_config(cfg)
+    if kind == "pooled":
+        from sourcetracing.systems.pooled import pooled_config
+
+        return pooled_config(cfg)
     return cfg
 
 
@@ -257,6 +268,10 @@ def export_system(
         from sourcetracing.systems.hybrid import export_hybrid
 
         return export_hybrid(cfg, n_jobs)
+    if kind == "pooled":
+        from sourcetracing.systems.pooled import export_pooled
+
+        return export_pooled(cfg, n_jobs)
     from sourcetracing.systems.fusion import export_fusion
 
     return export_fusion(cfg)
@@ -304,6 +319,7 @@ def _producer(cfg: Config, system: str) -> str:
         "ge2e": "python train_ge2e.py",
         "mfcc": "python scripts/reference_baseline.py",
         "hybrid": "python scripts/hybrid_system.py",
+        "pooled": "python scripts/pooled_system.py",
     }.get(
         system, "python train_refd.py" if system == cfg.model.name else f"the step that exports '{system}'"
     ) + " --config <your config>"
