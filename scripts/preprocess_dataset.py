@@ -50,6 +50,10 @@ def preprocess(cfg, args) -> int:
             if not table.empty:
                 print(table.to_string())
                 print(f"label assignment written to {cfg.exp_dir}/label_assignment.txt and label_map.csv")
+                if cfg.data.get("label", "system") != "system":
+                    print(
+                        f"label level: {cfg.data.label} (each class merges the systems of one {cfg.data.label})"
+                    )
             if problems:
                 print(f"data check FAILED ({len(problems)} problem(s)):", file=sys.stderr)
                 for p in problems:

@@ -64,6 +64,10 @@ STATIC_DEFAULTS: dict[str, Any] = {
         "max_len_s": 4.0,  # crop / wrap-pad length
         "min_len_s": 0.1,  # shorter clips are skipped (reason too_short) instead of being tiled
         "max_bad_fraction": 0.05,  # a split with more unusable clips than this stops the step
+        # what a class is: system (each protocol model_name) | architecture (the systems of one
+        # architecture merged; from label_map_csv, else from the MLAAD meta.csv of each system folder)
+        "label": "system",
+        "label_map_csv": None,  # a CSV with columns system,architecture (e.g. make_protocols.py's systems.csv)
     },
     "augment": {
         "versions": ["original", "reverb", "noise", "music", "speech"],
@@ -267,6 +271,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.max_len_s": _positive(),
     "data.min_len_s": _non_negative(),
     "data.max_bad_fraction": _fraction(),
+    "data.label": _one_of("system", "architecture"),
     "augment.babble_speakers": (
         _pair(lambda x: isinstance(x, int) and x >= 1),
         "a pair [low, high] of integers >= 1",

@@ -23,6 +23,7 @@ import pandas as pd
 
 from sourcetracing.components import SCORERS
 from sourcetracing.config import Config
+from sourcetracing.data.protocols import label_level
 from sourcetracing.errors import ConfigError, DataError
 from sourcetracing.layout import KNOWN_METRICS, THRESHOLDS, ExperimentLayout
 from sourcetracing.metrics import write_classification_outputs, write_metrics_json
@@ -115,6 +116,18 @@ def fit_temperature(outputs: SystemOutputs) -> dict | None:
     return report
 
 
+def note_label_level(level: str, files: list[Path]) -> None:
+    """At the architecture level, start each results text with a line saying what its classes are."""
+    if level == "system":
+        return  # the original's files, unchanged
+    line = (
+        f"label level: {level} (data.label={level}: classes and unseen classes are {level}s, not systems)\n"
+    )
+    for path in files:
+        if path.is_file():
+            path.write_text(line + path.read_text())
+
+
 def known_class_metrics(cfg: Config, system: str, outputs: SystemOutputs | None = None) -> dict:
     """Write ``results/``: the original's ``{dev,eval}_in_domain_results.txt``, ``metrics.json``, confusions."""
     outputs = outputs or load_outputs(cfg, system)
@@ -138,7 +151,11 @@ def known_class_metrics(cfg: Config, system: str, outputs: SystemOutputs | None 
                     results[split]["ece"] = ece["calibrated"]
                     results[split]["ece_raw"] = ece["raw"]
         write_metrics_json(tmp / KNOWN_METRICS, results)
-        write_manifest(tmp, "known_class_metrics", {"outputs": outputs.outputs_id}, system=system)
+        level = label_level(cfg)
+        note_label_level(level, [tmp / f"{split}_in_domain_results.txt" for split in results])
+        write_manifest(
+            tmp, "known_class_metrics", {"outputs": outputs.outputs_id}, system=system, label_level=level
+        )
     return results
 
 
@@ -237,7 +254,11 @@ def ood_step(
             tmp, scores, frames, {s: preds[s] for s in eval_splits}, outputs.class_names, default
         )
         info = json.loads((tmp / THRESHOLDS).read_text())
-        info.update(system=system, outputs_id=outputs.outputs_id, class_names=outputs.class_names)
+        level = label_level(cfg)
+        info.update(
+            system=system, outputs_id=outputs.outputs_id, class_names=outputs.class_names, label_level=level
+        )
+        note_label_level(level, [tmp / "OOD_eval_results.txt"])
         for name, record in tuning.items():
             info["scorers"][name]["tuning"] = record
         (tmp / THRESHOLDS).write_text(json.dumps(info, indent=2))

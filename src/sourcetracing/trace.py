@@ -43,7 +43,7 @@ import pandas as pd
 import torch
 
 from sourcetracing.config import Config, load_config, resolve_device
-from sourcetracing.data.protocols import LabelMap
+from sourcetracing.data.protocols import LabelMap, label_level
 from sourcetracing.errors import DataError, MissingInputError, SourceTracingError, WouldOverwriteError
 from sourcetracing.features.store import to_store_dtype
 from sourcetracing.layout import OUTPUTS_META, ExperimentLayout
@@ -486,7 +486,10 @@ def main(argv: list[str] | None = None) -> int:
     with pd.option_context("display.max_colwidth", 60, "display.width", 200):
         print(show.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep=""))
     n_err = int((df["status"] == "error").sum())
+    level = label_level(cfg)
+    at_level = f" (classes are {level}s: data.label={level})" if level != "system" else ""
     print(
-        f"{len(df) - n_err} clip(s) traced with {tracer.system}/{tracer.scorer_name}, {n_err} error(s); results in {out}"
+        f"{len(df) - n_err} clip(s) traced with {tracer.system}/{tracer.scorer_name}{at_level}, {n_err} error(s); "
+        f"results in {out}"
     )
     return 0 if len(df) > n_err else 1

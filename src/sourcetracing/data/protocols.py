@@ -12,6 +12,16 @@ Fine-grained cells (language seen/unseen x model seen/unseen): the MLAAD v5 prot
 folder holds such files for a split, its ``cell`` column comes from them and ``cell_source`` says
 ``official``; otherwise the cell is derived from the train languages and the label map
 (``cell_source`` = ``derived``).
+
+Label level (``data.label``): ``system`` (the default) makes each protocol ``model_name`` a class.
+``architecture`` makes each system's architecture the class: after reading, ``model_name`` holds
+the architecture and a ``system`` column keeps the protocol's system, so the label map, known /
+unseen (an architecture is known when any of its systems is in train), training, judging and
+tracing all work on architectures unchanged. The architecture of a system comes from
+``data.label_map_csv`` (columns ``system,architecture``, e.g. the ``systems.csv`` that
+``scripts/make_protocols.py`` writes) or else from the MLAAD ``meta.csv`` of each system folder.
+At the architecture level the official ``fine/`` cells (made per system) are not used: cells are
+derived.
 """
 
 from __future__ import annotations
@@ -31,6 +41,8 @@ from sourcetracing.layout import LABEL_ASSIGNMENT, LABEL_MAP
 log = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("path", "model_name")
+LABEL_LEVELS = ("system", "architecture")
+SYSTEM_COLUMN = "system"  # the protocol's system, kept beside the class name in model_name
 _LANG_RE = re.compile(r"^(?:\./)?fake/([^/]+)/")
 FINE_DIR = "fine"
 # (language part, model part) of an official fine/ file name -> the toolkit's cell name
@@ -121,13 +133,23 @@ class LabelMap:
 
     known: list[str]
     ood: list[str] = field(default_factory=list)
+    level: str = "system"  # what a class is: a system, or an architecture (data.label)
+    members: dict[str, list[str]] = field(default_factory=dict)  # architecture -> its systems
 
     @classmethod
-    def from_train(cls, train: pd.DataFrame, others: Iterable[pd.DataFrame] = ()) -> LabelMap:
+    def from_train(
+        cls, train: pd.DataFrame, others: Iterable[pd.DataFrame] = (), level: str = "system"
+    ) -> LabelMap:
+        others = list(others)
         known = sorted(set(train["model_name"]))
         seen = set(known)
         ood = sorted({m for df in others for m in df["model_name"]} - seen)
-        return cls(known=known, ood=ood)
+        members: dict[str, set[str]] = {}
+        if level != "system":
+            for df in [train, *others]:
+                for cls_name, system in zip(df["model_name"], df[SYSTEM_COLUMN], strict=True):
+                    members.setdefault(cls_name, set()).add(system)
+        return cls(known=known, ood=ood, level=level, members={k: sorted(v) for k, v in members.items()})
 
     @property
     def num_classes(self) -> int:
@@ -145,15 +167,17 @@ class LabelMap:
         """A digest of the known systems in order (what a checkpoint's classes depend on)."""
         from sourcetracing.provenance import data_digest
 
-        return data_digest(self.known)
+        return data_digest(self.known if self.level == "system" else [self.level, self.known])
 
     def to_dict(self) -> dict:
         """Plain lists, safe to store in a checkpoint loaded with ``weights_only=True``."""
-        return {"known": list(self.known), "ood": list(self.ood)}
+        return {"known": list(self.known), "ood": list(self.ood), "level": self.level}
 
     @classmethod
     def from_dict(cls, data: Mapping) -> LabelMap:
-        return cls(known=list(data["known"]), ood=list(data.get("ood", [])))
+        return cls(
+            known=list(data["known"]), ood=list(data.get("ood", [])), level=str(data.get("level", "system"))
+        )
 
     def check_same_known(self, other: LabelMap, what: str = "checkpoint") -> None:
         """Raise a clear error when two label maps disagree on the known classes."""
@@ -167,7 +191,11 @@ class LabelMap:
             )
 
     def write(self, exp_dir: str | Path) -> None:
-        """Write ``label_assignment.txt`` (the original layout) and ``label_map.csv``."""
+        """Write ``label_assignment.txt`` (the original layout) and ``label_map.csv``.
+
+        ``label_map.csv`` has a ``level`` column (system or architecture) and, at the architecture
+        level, ``members``: the systems of each class, ``;``-separated.
+        """
         exp_dir = Path(exp_dir)
         exp_dir.mkdir(parents=True, exist_ok=True)
         lines = [f"{name.ljust(50)}|{str(i).ljust(3)}|ID" for i, name in enumerate(self.known)]
@@ -176,11 +204,16 @@ class LabelMap:
         (exp_dir / LABEL_ASSIGNMENT).write_text("\n".join(lines) + "\n")
         with open(exp_dir / LABEL_MAP, "w", newline="") as fh:
             writer = csv.writer(fh)
-            writer.writerow(["system", "system_id", "label", "status"])
+            extra = ["members"] if self.level != "system" else []
+            writer.writerow(["system", "system_id", "label", "status", "level", *extra])
+
+            def more(name: str) -> list[str]:
+                return [";".join(self.members.get(name, []))] if extra else []
+
             for i, name in enumerate(self.known):
-                writer.writerow([name, i, i, "known"])
+                writer.writerow([name, i, i, "known", self.level, *more(name)])
             for i, name in enumerate(self.ood):
-                writer.writerow([name, offset + i, -1, "ood"])
+                writer.writerow([name, offset + i, -1, "ood", self.level, *more(name)])
 
     @classmethod
     def read(cls, exp_dir: str | Path) -> LabelMap:
@@ -190,7 +223,14 @@ class LabelMap:
         df = pd.read_csv(path, keep_default_na=False)
         known = df[df["status"] == "known"].sort_values("label")["system"].tolist()
         ood = df[df["status"] == "ood"]["system"].tolist()
-        return cls(known=known, ood=ood)
+        levels = set(df["level"]) - {""} if "level" in df else set()
+        level = str(levels.pop()) if len(levels) == 1 else "system"
+        members = {}
+        if "members" in df:
+            members = {
+                str(n): str(m).split(";") for n, m in zip(df["system"], df["members"], strict=True) if m
+            }
+        return cls(known=known, ood=ood, level=level, members=members)
 
 
 def fine_file_name(split_stem: str, lang_part: str, model_part: str) -> str:
@@ -309,12 +349,113 @@ def load_protocols(protocol_dir: str | Path, splits: Mapping[str, str]) -> dict[
     return {name: read_protocol(protocol_dir / fname) for name, fname in splits.items()}
 
 
+def label_level(cfg) -> str:
+    """The config's ``data.label`` (``system`` when the key is absent), checked."""
+    level = str(cfg.data.get("label", "system") or "system")
+    if level not in LABEL_LEVELS:
+        raise ProtocolError(f"data.label must be one of {', '.join(LABEL_LEVELS)}, got {level!r}")
+    return level
+
+
+def read_architecture_csv(path: str | Path) -> dict[str, str]:
+    """``system -> architecture`` from a CSV with ``system`` and ``architecture`` columns (extra columns ignored)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ProtocolError(f"data.label_map_csv: {path} not found")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise ProtocolError(f"data.label_map_csv: {path} is not a readable CSV ({err})") from err
+    df.columns = [c.strip() for c in df.columns]
+    missing = [c for c in ("system", "architecture") if c not in df.columns]
+    if missing:
+        raise ProtocolError(
+            f"data.label_map_csv: {path} lacks the column(s) {missing} (needs system,architecture)"
+        )
+    mapping: dict[str, str] = {}
+    for system, arch in zip(df["system"].str.strip(), df["architecture"].str.strip(), strict=True):
+        if not system or not arch:
+            continue
+        if ";" in arch:
+            raise ProtocolError(
+                f"data.label_map_csv: {path} gives system {system} several architectures ({arch})"
+            )
+        if mapping.setdefault(system, arch) != arch:
+            raise ProtocolError(
+                f"data.label_map_csv: {path} gives system {system} two architectures ({mapping[system]}, {arch})"
+            )
+    return mapping
+
+
+def architectures_from_meta(root: str | Path, frames: Iterable[pd.DataFrame]) -> dict[str, str]:
+    """``system -> architecture`` from the MLAAD ``meta.csv`` of each system folder the protocols use.
+
+    A system's architecture is the one most of its metadata rows name (the folder's file is read once).
+    """
+    from collections import Counter
+
+    from sourcetracing.data.mlaad_release import META_FILE, read_meta
+
+    folders: dict[str, set[str]] = {}
+    for df in frames:
+        for path, system in zip(df["path"], df["model_name"], strict=True):
+            folder = str(PurePosixPath(clip_id_of(path)).parent)
+            folders.setdefault(folder, set()).add(system)
+    votes: dict[str, Counter] = {}
+    for folder, systems in folders.items():
+        meta = Path(root) / folder / META_FILE
+        if not meta.is_file():
+            continue
+        _, rows = read_meta(meta)
+        for row in rows:
+            system, arch = row.get("model_name", ""), row.get("architecture", "")
+            if arch and (system in systems or (not system and len(systems) == 1)):
+                votes.setdefault(system or next(iter(systems)), Counter())[arch] += 1
+    return {system: max(sorted(c), key=c.__getitem__) for system, c in votes.items()}
+
+
+def apply_label_level(cfg, raw: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """Keep each row's protocol system in ``system``; at the architecture level ``model_name`` becomes its architecture.
+
+    Raises :class:`ProtocolError` naming the systems without an architecture.
+    """
+    level = label_level(cfg)
+    out = {}
+    for name, df in raw.items():
+        df = df.copy()
+        df[SYSTEM_COLUMN] = df["model_name"]
+        df.attrs["label_level"] = level
+        out[name] = df
+    if level == "system":
+        return out
+    source = cfg.data.get("label_map_csv")
+    if source:
+        mapping, where = read_architecture_csv(source), f"data.label_map_csv {source}"
+    else:
+        mapping, where = (
+            architectures_from_meta(cfg.data.root, raw.values()),
+            f"the meta.csv files under {cfg.data.root}",
+        )
+    systems = sorted({m for df in raw.values() for m in df["model_name"]})
+    missing = [m for m in systems if m not in mapping]
+    if missing:
+        raise ProtocolError(
+            f"data.label=architecture: no architecture for {len(missing)} of {len(systems)} system(s) in {where}, "
+            f"e.g. {missing[0]}; give data.label_map_csv (a CSV with columns system,architecture)"
+        )
+    for df in out.values():
+        df["model_name"] = df[SYSTEM_COLUMN].map(mapping)
+    return out
+
+
 def prepare_splits(cfg) -> tuple[dict[str, pd.DataFrame], LabelMap]:
     """Read the config's protocols, build the label map from train and annotate every split.
 
     Cells come from ``<data.protocols>/fine/`` where it has files for a split (see the module notes).
+    With ``data.label: architecture`` the classes are architectures (see :func:`apply_label_level`).
 
-    Raises :class:`ProtocolError` for an empty train split or a path that leaves ``data.root``.
+    Raises :class:`ProtocolError` for an empty train split, a path that leaves ``data.root`` or a
+    system without an architecture.
     """
     raw = load_protocols(cfg.data.protocols, cfg.data.splits)
     if raw["train"].empty:
@@ -324,14 +465,21 @@ def prepare_splits(cfg) -> tuple[dict[str, pd.DataFrame], LabelMap]:
         )
     for name, df in raw.items():
         check_inside_root(df, cfg.data.root, f"{name} split")
-    label_map = LabelMap.from_train(raw["train"], [df for name, df in raw.items() if name != "train"])
+    raw = apply_label_level(cfg, raw)
+    level = label_level(cfg)
+    others = [df for name, df in raw.items() if name != "train"]
+    label_map = LabelMap.from_train(raw["train"], others, level=level)
     train_languages = set(raw["train"]["language"])
-    splits = {
-        name: annotate(
-            df, name, label_map, train_languages, read_fine_cells(cfg.data.protocols, cfg.data.splits[name])
-        )
-        for name, df in raw.items()
-    }
+
+    def cells(name: str) -> pd.Series | None:
+        if level != "system":  # the official cells say whether a *system* was seen in train
+            return None
+        return read_fine_cells(cfg.data.protocols, cfg.data.splits[name])
+
+    splits = {}
+    for name, df in raw.items():
+        splits[name] = annotate(df, name, label_map, train_languages, cells(name))
+        splits[name].attrs["label_level"] = level
     return splits, label_map
 
 
@@ -356,19 +504,24 @@ def _inside(path: str) -> bool:
 
 
 def protocol_digest(df: pd.DataFrame) -> str:
-    """A digest of a split's protocol rows (path and system, in order)."""
+    """A digest of a split's protocol rows (path and protocol system, in order; the same at every label level)."""
     from sourcetracing.provenance import data_digest
 
-    return data_digest([df["path"].tolist(), df["model_name"].tolist()])
+    systems = df[SYSTEM_COLUMN] if SYSTEM_COLUMN in df else df["model_name"]
+    return data_digest([df["path"].tolist(), systems.tolist()])
 
 
 def split_summary(df: pd.DataFrame) -> dict[str, int]:
-    """Counts printed by the data check for one annotated split."""
+    """Counts printed by the data check for one annotated split (classes named by the label level)."""
+    level = df.attrs.get("label_level", "system")
+    systems = df[SYSTEM_COLUMN] if SYSTEM_COLUMN in df else df["model_name"]
+    classes = {"architectures": df["model_name"].nunique()} if level != "system" else {}
     return {
         "clips": len(df),
-        "systems": df["model_name"].nunique(),
-        "known_systems": df.loc[df["known"], "model_name"].nunique(),
-        "unseen_systems": df.loc[~df["known"], "model_name"].nunique(),
+        "systems": systems.nunique(),
+        **classes,
+        f"known_{level}s": df.loc[df["known"], "model_name"].nunique(),
+        f"unseen_{level}s": df.loc[~df["known"], "model_name"].nunique(),
         "known_clips": int(df["known"].sum()),
         "unseen_clips": int((~df["known"]).sum()),
         "languages": df["language"].nunique(),
