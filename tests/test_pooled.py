@@ -176,6 +176,9 @@ def test_vote_ties_go_to_the_closer_class_and_train_clips_vote_without_themselve
     groups = np.array(["a", "b", "c"])
     _, idx = nearest(bank, bank, 1, bank_groups=groups, query_groups=groups)
     assert idx[:, 0].tolist() == [1, 0, 1]  # never itself
+    sims, idx = nearest(bank, bank, 3, bank_groups=groups, query_groups=groups)  # k covers the whole bank
+    assert np.isinf(sims[:, -1]).all()  # the left-out clip is last and does not vote
+    assert vote_log_probabilities(sims, idx, np.array([0, 0, 1]), 2).argmax(1).tolist() == [0, 0, 0]
     with pytest.raises(Exception, match="needs at least 4 train clips"):
         nearest(bank, bank, 4)
 

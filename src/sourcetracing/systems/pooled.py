@@ -113,7 +113,8 @@ def pool_frames(frames: torch.Tensor, pooling: str) -> np.ndarray:
 
 def embed_wave(frontend, wave: np.ndarray, pooling: str) -> np.ndarray:
     """The pooled embedding of one clip (a batch of one: no padding reaches the model or the pooling)."""
-    frames = frontend(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))[None])
+    with torch.inference_mode():
+        frames = frontend(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))[None])
     return pool_frames(frames[0].detach().cpu(), pooling)
 
 
@@ -257,8 +258,11 @@ def vote_log_probabilities(
     closeness = np.zeros((n, n_classes))
     labels = bank_labels[idx]
     rows = np.repeat(np.arange(n), k)
-    np.add.at(votes, (rows, labels.ravel()), 1.0)
-    np.add.at(closeness, (rows, labels.ravel()), np.clip(sims.ravel(), -1.0, 1.0))
+    valid = np.isfinite(
+        sims.ravel()
+    )  # a left-out neighbour (its own clip, when k covers the bank) has no vote
+    np.add.at(votes, (rows, labels.ravel()), valid.astype(float))
+    np.add.at(closeness, (rows, labels.ravel()), np.where(valid, np.clip(sims.ravel(), -1.0, 1.0), 0.0))
     # |closeness| <= votes, so closeness / (k + 1) only breaks ties: it never outweighs a vote
     weight = votes + closeness / (k + 1)
     share = (weight + VOTE_SMOOTHING) / (weight.sum(axis=1, keepdims=True) + n_classes * VOTE_SMOOTHING)
