@@ -98,7 +98,9 @@ def test_run_sh_stages_on_the_small_demo(small_demo, tmp_path):
     # every system ran over each split exactly once in the whole pipeline
     runs = Counter(tuple(line.split("\t")[:2]) for line in passes.read_text().splitlines())
     assert set(runs) == {
-        (s, split) for s in ("aasist", "ge2e", "mfcc", "stats") for split in ("train", "dev", "eval")
+        (s, split)
+        for s in ("aasist", "ge2e", "mfcc", "plain_mfcc", "stats")
+        for split in ("train", "dev", "eval")
     }
     assert set(runs.values()) == {1}, runs
 
