@@ -16,7 +16,8 @@
 #   4  OOD detection (every scorer)                scripts/ood_detector.py
 #   5  GE2E: train, export, judge                  train_ge2e.py
 #   6  the MFCC reference system: export, judge    scripts/reference_baseline.py
-#   7  the utterance-statistics system             scripts/stats_system.py
+#   7  the utterance-statistics systems            scripts/stats_system.py (with hybrid.enabled also the
+#      hybrid system), scripts/pooled_system.py (with pooled.enabled)
 #   8  score fusion (fitted on dev), judge          scripts/fusion.py
 #   9  embeddings and 2-D maps                     scripts/generate_embeddings.py, scripts/plot_embeddings.py
 #  10  summary of every system and scorer          scripts/summarize_results.py
@@ -107,6 +108,7 @@ fi
 if run_stage 7; then
   banner 7 "the utterance-statistics system"
   $PY scripts/stats_system.py "${cfg[@]}"
+  $PY scripts/pooled_system.py --if-enabled "${cfg[@]}"
 fi
 if run_stage 8; then
   banner 8 "score fusion"
