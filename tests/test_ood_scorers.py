@@ -209,3 +209,18 @@ def test_energy_scorers_are_left_out_for_log_probability_logits() -> None:
         assert applicable(name, has) and not applicable(name, has, LOG_PROBABILITIES)
     for name in ("msp", "maxlogit", "knn", "mahalanobis", "centroid"):
         assert applicable(name, has, LOG_PROBABILITIES)
+
+
+def test_softmax_energy_is_the_energy_of_the_probabilities() -> None:
+    logits = np.array([[4.0, 0.0, 0.0], [0.0, 0.0, 0.0], [40.0, 0.0, 0.0]], dtype=np.float32)
+    for t in (0.1, 1.0):
+        got = build_scorer("sme", temperature=t).score(None, logits)
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        np.testing.assert_allclose(got, -t * np.log(np.exp(p / t).sum(1)), rtol=1e-6)
+        assert got[0] < got[1]  # a confident clip is more known than a uniform one
+    energy = build_scorer("energy").score(None, logits)
+    sme = build_scorer("sme").score(None, logits)
+    assert energy[2] < energy[0] - 30 and abs(sme[2] - sme[0]) < 0.1  # bounded: no growth with the scale
+    with pytest.raises(ValueError, match="temperature"):
+        build_scorer("sme", temperature=0.0)

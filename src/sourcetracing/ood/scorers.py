@@ -175,6 +175,31 @@ class EnergyScorer(Scorer):
         return (-torch.logsumexp(_f32(logits), dim=1)).numpy()
 
 
+@register("sme", defaults={"temperature": 1.0})
+class SoftmaxEnergyScorer(Scorer):
+    """Softmax energy (Klein, Tak and Khoury, Interspeech 2025): the energy of the softmax
+    probabilities instead of the logits, ``-T * logsumexp(softmax(logits) / T)``.
+
+    Unlike ``energy`` it is bounded and does not grow with the logits' scale (a clip far from every
+    class with one large logit is not "very known"); small ``T`` approaches ``1 - max prob`` (MSP)
+    up to a constant, large ``T`` the negated mean probability (a constant). Not in ``ood.scorers``
+    by default: add ``sme`` to run it.
+    """
+
+    needs = ("logits",)
+    tunable = {"temperature": [0.05, 0.1, 0.5, 1.0]}
+
+    def __init__(self, temperature: float = 1.0):
+        if not temperature > 0:
+            raise ValueError(f"sme: temperature must be > 0, got {temperature}")
+        self.temperature = float(temperature)
+
+    def score(self, emb: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        p = torch.softmax(_f32(logits).double(), dim=1)
+        t = self.temperature
+        return (-t * torch.logsumexp(p / t, dim=1)).numpy()
+
+
 @register("nsd")
 class NSDScorer(Scorer):
     """REFD's NSD with the sign fixed.
