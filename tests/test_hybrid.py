@@ -127,3 +127,41 @@ def test_hybrid_system_end_to_end_on_a_tiny_corpus(tmp_path) -> None:
     export_system(cfg, SYSTEM, n_jobs=1)
     again = SystemOutputs.read(tmp_path / "exp" / SYSTEM / "outputs")
     np.testing.assert_allclose(again.split("dev").embeddings, first, atol=1e-6)
+
+
+def test_user_outlier_clips_are_used_as_they_are_and_never_from_a_protocol_system(tmp_path) -> None:
+    import soundfile as sf
+    from test_reference import _corpus
+
+    from sourcetracing.config import load_config
+    from sourcetracing.errors import DataError
+    from sourcetracing.systems.hybrid import outlier_features
+
+    root = tmp_path / "data"
+    proto = _corpus(root, np.random.default_rng(0))
+    rng = np.random.default_rng(3)
+    rows = []
+    for i in range(3):  # an auxiliary "system" that no split holds
+        rel = f"./aux/en/aux_tone/{i}.wav"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        t = np.arange(8000) / 16000
+        sf.write(
+            root / rel,
+            (0.3 * np.sin(2 * np.pi * 5200 * t) + 0.01 * rng.standard_normal(8000)).astype(np.float32),
+            16000,
+        )
+        rows.append({"path": rel, "model_name": "aux/tone"})
+    good = tmp_path / "outliers.csv"
+    pd.DataFrame(rows).to_csv(good, index=False)
+    base = [f"exp_dir={tmp_path / 'exp'}", f"data.root={root}", f"data.protocols={proto}", "data.max_len_s=0.5",
+            "frontend.name=lfcc", "hybrid.enabled=true"]  # fmt: skip
+    train = pd.DataFrame({"path": ["./fake/en/sys_a/train_1.wav"], "version": ["original"]})
+    cfg = load_config(None, [*base, f"hybrid.outlier_clips={good}", "hybrid.outliers=[faster]"])
+    frames, stats = outlier_features(cfg, train)
+    assert len(frames) == len(stats) == 1 + 3  # one synthesised copy, three clips as they are
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame([*rows, {"path": "./fake/en/other_x/eval_0.wav", "model_name": "other/x"}]).to_csv(
+        bad, index=False
+    )
+    with pytest.raises(DataError, match="other/x is a system of the (dev|eval) split"):
+        outlier_features(load_config(None, [*base, f"hybrid.outlier_clips={bad}"]), train)

@@ -224,3 +224,12 @@ def test_softmax_energy_is_the_energy_of_the_probabilities() -> None:
     assert energy[2] < energy[0] - 30 and abs(sme[2] - sme[0]) < 0.1  # bounded: no growth with the scale
     with pytest.raises(ValueError, match="temperature"):
         build_scorer("sme", temperature=0.0)
+
+
+def test_entropy_is_the_shannon_entropy_of_the_softmax() -> None:
+    logits = np.array([[5.0, 0.0, 0.0], [0.0, 0.0, 0.0]], dtype=np.float32)
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    np.testing.assert_allclose(
+        build_scorer("entropy").score(None, logits), -(p * np.log(p)).sum(1), rtol=1e-6
+    )
+    assert build_scorer("entropy").score(None, logits[1:])[0] == pytest.approx(np.log(3))

@@ -179,6 +179,8 @@ STATIC_DEFAULTS: dict[str, Any] = {
         "scale": 16.0,  # class scores = scale * cosine to each class proxy
         "loss": "ce",  # ce | proxy_anchor
         "outliers": [],  # synthesised from train clips: pitch_up, pitch_down, faster, slower
+        # the user's outlier clips: a CSV path,model_name relative to data.root, of systems in no split
+        "outlier_clips": None,
         "outlier_loss": "uniform",  # uniform (outlier exposure) | energy (energy margin)
         "outlier_weight": 0.5,
         "epochs": 60,
@@ -339,6 +341,10 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "hybrid.outliers": (
         lambda v: isinstance(v, list) and set(v) <= {"pitch_up", "pitch_down", "faster", "slower"},
         "a list of pitch_up, pitch_down, faster, slower",
+    ),
+    "hybrid.outlier_clips": (
+        lambda v: v is None or isinstance(v, str),
+        "a CSV path (path,model_name) or null",
     ),
     "hybrid.outlier_loss": _one_of("uniform", "energy"),
     "hybrid.outlier_weight": _non_negative(),

@@ -175,6 +175,17 @@ class EnergyScorer(Scorer):
         return (-torch.logsumexp(_f32(logits), dim=1)).numpy()
 
 
+@register("entropy")
+class EntropyScorer(Scorer):
+    """Shannon entropy of the softmax probabilities (nats): spread-out class evidence = more OOD."""
+
+    needs = ("logits",)
+
+    def score(self, emb: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        logp = torch.log_softmax(_f32(logits).double(), dim=1)
+        return (-(logp.exp() * logp).sum(dim=1)).numpy()
+
+
 @register("sme", defaults={"temperature": 1.0})
 class SoftmaxEnergyScorer(Scorer):
     """Softmax energy (Klein, Tak and Khoury, Interspeech 2025): the energy of the softmax

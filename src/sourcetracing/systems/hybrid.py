@@ -8,7 +8,9 @@ copies (the store's versions that the statistics pass also made: reverb, noise, 
 codec), with ``hybrid.loss`` (``ce`` or ``proxy_anchor``) and, with ``hybrid.outliers``, outlier
 exposure on copies of the train clips synthesised to sound like *other* synthesizers — pitch
 shifted (``pitch_up``, ``pitch_down``: ±3 semitones) or time-stretched (``faster`` ×1.25,
-``slower`` ×0.8); never clips of dev's or eval's unseen systems. Nothing is chosen on dev: the
+``slower`` ×0.8) — and on the user's own outlier clips (``hybrid.outlier_clips``: a CSV
+``path,model_name``, e.g. an auxiliary corpus, refused when one of its systems is in any split);
+never clips of dev's or eval's unseen systems. Nothing is chosen on dev: the
 model of the last epoch is kept.
 
 It exports, like every system, embeddings (the L2-normalised embedding) and logits (``scale *
@@ -111,8 +113,28 @@ def assemble(cfg: Config, n_jobs: int = 1) -> dict[str, tuple[np.ndarray, np.nda
     return out
 
 
+def user_outlier_paths(cfg: Config) -> list[str]:
+    """Audio paths of the user's outlier clips (``hybrid.outlier_clips``: a CSV ``path,model_name``
+    relative to ``data.root``); refused when one of their systems is in any protocol split."""
+    from sourcetracing.data.protocols import read_protocol
+
+    if not cfg.hybrid.outlier_clips:
+        return []
+    table = read_protocol(cfg.hybrid.outlier_clips)
+    splits, _ = prepare_splits(cfg)
+    for split, df in splits.items():
+        clash = sorted(set(table["model_name"]) & set(df["model_name"]))
+        if clash:
+            raise DataError(
+                f"hybrid.outlier_clips: {clash[0]} is a system of the {split} split; outliers must come "
+                "from systems outside train, dev and eval (else they teach the model the answers)"
+            )
+    return [str(Path(cfg.data.root) / p) for p in table["path"]]
+
+
 def outlier_features(cfg: Config, rows: pd.DataFrame, n_jobs: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Pooled frame features and statistics of the synthesised outliers of the train originals."""
+    """Pooled frame features and statistics of the outliers: the synthesised copies of the train
+    originals (``hybrid.outliers``) and the user's outlier clips as they are (``hybrid.outlier_clips``)."""
     from joblib import Parallel, delayed
 
     from sourcetracing.data.audio import crop_or_pad, load_audio
@@ -123,20 +145,19 @@ def outlier_features(cfg: Config, rows: pd.DataFrame, n_jobs: int = 1) -> tuple[
     sr = int(cfg.data.sample_rate)
     settings = _settings(cfg)
     originals = rows[rows["version"] == "original"]
-    paths = [str(Path(cfg.data.root) / p) for p in originals["path"]]
-    key = data_digest(
-        [originals["clip_id"].tolist(), kinds, settings, dict(cfg.frontend), float(cfg.data.max_len_s)]
-    )
+    jobs = [(str(Path(cfg.data.root) / p), kinds) for p in originals["path"]] if kinds else []
+    jobs += [(p, ["as_is"]) for p in user_outlier_paths(cfg)]
+    key = data_digest([jobs, settings, dict(cfg.frontend), float(cfg.data.max_len_s)])
     cache = ExperimentLayout.of(cfg).root / "hybrid_shared" / f"outliers-{key[:16]}.npz"
     if cache.is_file():
         with np.load(cache, allow_pickle=False) as saved:
             return saved["frames"], saved["stats"]
 
-    def one(path: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    def one(path: str, todo: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
         wave = load_audio(path, sr)
         made = []
-        for kind in kinds:
-            w = synthesise_outlier(wave, sr, kind)
+        for kind in todo:
+            w = wave if kind == "as_is" else synthesise_outlier(wave, sr, kind)
             s = clip_statistics(w, sr, settings["groups"], n_mfcc=int(settings["n_mfcc"]))[0]
             made.append((s, crop_or_pad(w, int(round(float(cfg.data.max_len_s) * sr)))))
         return made
@@ -144,9 +165,9 @@ def outlier_features(cfg: Config, rows: pd.DataFrame, n_jobs: int = 1) -> tuple[
     made = [
         m
         for clip in progress(
-            Parallel(n_jobs=n_jobs, batch_size=8, return_as="generator")(delayed(one)(p) for p in paths),
-            total=len(paths),
-            desc=f"outliers ({len(paths)} clips x {len(kinds)})",
+            Parallel(n_jobs=n_jobs, batch_size=8, return_as="generator")(delayed(one)(p, k) for p, k in jobs),
+            total=len(jobs),
+            desc=f"outliers ({len(jobs)} clips)",
             leave=False,
         )  # fmt: skip
         for m in clip
@@ -234,7 +255,8 @@ def export_hybrid(cfg: Config, n_jobs: int | None = None) -> Path:
         labels = rows["label"].to_numpy(int)
         if len(np.unique(labels)) < 2:
             raise DataError("the hybrid system needs at least two known systems in train")
-        outliers = outlier_features(cfg, rows, jobs) if list(cfg.hybrid.outliers) else None
+        wanted = list(cfg.hybrid.outliers) or cfg.hybrid.outlier_clips
+        outliers = outlier_features(cfg, rows, jobs) if wanted else None
         model, sf, ss, history = train_hybrid(cfg, frames, stats, labels, len(label_map.known), outliers)
         system.models.mkdir(parents=True, exist_ok=True)
         path = system.models / MODEL_FILE
