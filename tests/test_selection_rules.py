@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from sourcetracing import summary
 
@@ -35,3 +36,28 @@ def test_each_rule_picks_from_dev_numbers_and_reports_eval_against_the_plain_ref
     monkeypatch.setattr(summary, "_dev_candidates", lambda exp: swapped[str(exp)])
     again = summary.rule_table(["r0", "r1"]).set_index("rule (dev only)")
     assert (again["picks"] == table["picks"]).all()
+
+
+def test_the_worst_unseen_rule_is_recorded_and_followed_by_the_ood_step(tmp_path) -> None:
+    import json
+
+    from test_judge import write_outputs
+
+    from sourcetracing.config import load_config
+    from sourcetracing.judge import judge_system
+    from sourcetracing.ood.report import select_on_dev
+
+    cfg = load_config(
+        None, [f"exp_dir={tmp_path / 'exp'}", "ood.knn.k=3", "ood.select=dev_worst_unseen_auroc"]
+    )
+    write_outputs(tmp_path / "exp", "mine", with_logits=True, spread=1.5)
+    _, summary = judge_system(cfg, "mine")
+    info = json.loads((tmp_path / "exp" / "mine" / "ood_step" / "thresholds.json").read_text())
+    assert info["select"] == "dev_worst_unseen_auroc"
+    dev_unseen = summary[(summary.split == "dev") & summary.subset.str.startswith("unseen_system:")]
+    for name, entry in info["scorers"].items():
+        worst = dev_unseen.loc[dev_unseen.scorer == name, "auroc"].min()
+        assert entry["dev_worst_unseen_auroc"] == pytest.approx(worst)
+    assert info["default"] == select_on_dev(info["scorers"], "dev_worst_unseen_auroc")
+    with pytest.raises(ValueError, match="selection rule"):
+        select_on_dev(info["scorers"], "eval_eer")

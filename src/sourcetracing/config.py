@@ -122,6 +122,9 @@ STATIC_DEFAULTS: dict[str, Any] = {
         "scorers": ["nsd", "msp", "maxlogit", "energy", "knn", "mahalanobis", "centroid"],
         "default": "auto",  # the scorer of OOD_eval_results.txt and trace.py; auto = lowest dev EER
         "tune": "none",  # none | dev | holdout: how scorer settings (k, ...) are chosen; never on eval
+        # the dev-only rule behind ood.default: auto and the dev-chosen system: dev_eer (the lowest
+        # pooled dev EER) | dev_worst_unseen_auroc (the best AUROC on the worst-separated dev-unseen system)
+        "select": "dev_eer",
         "chunk_size": 4096,
     },
     "ge2e": {
@@ -323,6 +326,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "stats.projection": _one_of("lda", "none"),
     "stats.n_mfcc": _int_at_least(1),
     "stats.jobs": _int_at_least(0),
+    "ood.select": _one_of("dev_eer", "dev_worst_unseen_auroc"),
     "hybrid.name": (
         lambda v: (
             isinstance(v, str)

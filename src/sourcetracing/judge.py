@@ -251,8 +251,9 @@ def ood_step(
         tuning: dict = {}
         scores = ood_scores(cfg, outputs, names, save_dir=tmp, tuning=tuning)
         summary = write_ood_report(
-            tmp, scores, frames, {s: preds[s] for s in eval_splits}, outputs.class_names, default
-        )
+            tmp, scores, frames, {s: preds[s] for s in eval_splits}, outputs.class_names, default,
+            rule=str(cfg.ood.select),
+        )  # fmt: skip
         info = json.loads((tmp / THRESHOLDS).read_text())
         level = label_level(cfg)
         info.update(

@@ -55,7 +55,8 @@ def experiment_rows(exp_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
         sys_layout = layout.system(folder.name)
         known = json.loads((sys_layout.known_metrics).read_text())
         summary = pd.read_csv(sys_layout.ood_summary)
-        default = json.loads((sys_layout.thresholds).read_text()).get("default")
+        thresholds = json.loads((sys_layout.thresholds).read_text())
+        default = thresholds.get("default")
         meta_path = sys_layout.outputs / OUTPUTS_META
         reference = meta_path.is_file() and bool(json.loads(meta_path.read_text()).get("reference", False))
         for scorer, part in summary.groupby("scorer", sort=False):
@@ -71,6 +72,10 @@ def experiment_rows(exp_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
                     "system": folder.name,
                     "scorer": scorer,
                     "default": scorer == default,
+                    "select": thresholds.get("select", "dev_eer"),  # the dev-only rule of this run
+                    "dev_worst_unseen_auroc": thresholds.get("scorers", {})
+                    .get(scorer, {})
+                    .get("dev_worst_unseen_auroc", np.nan),
                     "reference": reference,  # reported against, never chosen
                     "eval_macro_f1": known.get("eval", {}).get("macro_f1", np.nan),
                     "dev_eer_%": 100 * dev["eer"] if dev is not None else np.nan,
@@ -150,9 +155,10 @@ def to_markdown(table: pd.DataFrame, columns: Sequence[str] = tuple(METRICS)) ->
 
 def dev_selected(frame: pd.DataFrame) -> tuple[str, str] | None:
     """The system and scorer the toolkit would pick on dev alone: among the systems' own dev-chosen
-    scorers, the lowest dev EER, ties broken by the higher dev AUROC (the rule each system's own
-    choice follows, :func:`sourcetracing.ood.report.select_on_dev`), then by name; eval is never read.
-    Reference systems (``reference`` true) are never picked.
+    scorers, the one the experiment's dev-only rule (``ood.select``; by default the lowest dev EER,
+    ties broken by the higher dev AUROC) picks — the rule each system's own choice follows,
+    :func:`sourcetracing.ood.report.select_on_dev` —, then by name; eval is never read. Reference
+    systems (``reference`` true) are never picked.
 
     >>> frame = pd.DataFrame({"system": ["a", "b"], "scorer": ["knn", "knn"], "default": [True, True],
     ...                       "dev_eer_%": [9.5, 9.5], "dev_auroc": [0.96, 0.97]})
@@ -169,10 +175,12 @@ def dev_selected(frame: pd.DataFrame) -> tuple[str, str] | None:
         (str(r["system"]), str(r["scorer"])): {
             "dev_eer": np.nan_to_num(r["dev_eer_%"], nan=np.inf),  # a run without dev numbers comes last
             "dev_auroc": np.nan_to_num(r["dev_auroc"], nan=-np.inf),
+            "dev_worst_unseen_auroc": float(r.get("dev_worst_unseen_auroc", np.nan)),
         }
         for _, r in chosen.iterrows()
     }
-    return select_on_dev(candidates)
+    rule = str(chosen["select"].iloc[0]) if "select" in chosen else "dev_eer"
+    return select_on_dev(candidates, rule)
 
 
 def twin_table(exp_dirs: Sequence[str | Path], twins: dict[str, str]) -> pd.DataFrame:

@@ -211,13 +211,37 @@ def _write_eval_text(
     path.write_text("\n".join(lines))
 
 
-def select_on_dev(thresholds: Mapping[str, Mapping[str, float]]) -> str:
-    """The scorer with the lowest dev EER (ties: the higher dev AUROC); eval is never looked at.
+SELECTION_RULES = ("dev_eer", "dev_worst_unseen_auroc")
+
+
+def _worst(entry: Mapping[str, float]) -> float:
+    value = entry.get("dev_worst_unseen_auroc", float("nan"))
+    return -math.inf if value is None or math.isnan(value) else float(value)
+
+
+def select_on_dev(thresholds: Mapping[str, Mapping[str, float]], rule: str = "dev_eer") -> str:
+    """The scorer a dev-only rule picks; eval is never looked at.
+
+    ``dev_eer``: the lowest pooled dev EER (ties: the higher dev AUROC). ``dev_worst_unseen_auroc``:
+    the highest AUROC on the dev-unseen system it separates worst from the known clips (ties: the
+    lower dev EER, then the higher dev AUROC), which rewards a scorer that misses no unseen system
+    over one that wins the pooled number by separating most of them very well.
 
     >>> select_on_dev({"a": {"dev_eer": 0.2, "dev_auroc": 0.8}, "b": {"dev_eer": 0.2, "dev_auroc": 0.9}})
     'b'
+    >>> select_on_dev({"a": {"dev_eer": 0.1, "dev_auroc": 0.95, "dev_worst_unseen_auroc": 0.6},
+    ...                "b": {"dev_eer": 0.2, "dev_auroc": 0.9, "dev_worst_unseen_auroc": 0.8}},
+    ...               "dev_worst_unseen_auroc")
+    'b'
     """
-    return min(thresholds, key=lambda n: (thresholds[n]["dev_eer"], -thresholds[n]["dev_auroc"]))
+    if rule == "dev_eer":
+        return min(thresholds, key=lambda n: (thresholds[n]["dev_eer"], -thresholds[n]["dev_auroc"]))
+    if rule == "dev_worst_unseen_auroc":
+        return min(
+            thresholds,
+            key=lambda n: (-_worst(thresholds[n]), thresholds[n]["dev_eer"], -thresholds[n]["dev_auroc"]),
+        )
+    raise ValueError(f"selection rule must be one of {SELECTION_RULES}, got {rule!r}")
 
 
 def write_ood_report(
@@ -228,8 +252,10 @@ def write_ood_report(
     class_names: Sequence[str],
     default_scorer: str,
     plots: bool = True,
+    rule: str = "dev_eer",
 ) -> pd.DataFrame:
-    """Fit each scorer's threshold at the dev EER, apply it to every split, write the report files.
+    """Fit each scorer's threshold at the dev EER, apply it to every split, write the report files;
+    with ``default_scorer`` auto the scorer is picked by the dev-only ``rule`` (:func:`select_on_dev`).
 
     ``scores[scorer][split]``, ``frames[split]`` (columns clip_id, model_name, label, known,
     language, cell) and ``preds[split]`` (closed-set predicted class ids) are row-aligned.
@@ -273,13 +299,25 @@ def write_ood_report(
             for subset, mask in _subsets(frame):
                 row = subset_metrics(s[mask], is_ood[mask], labels[mask], pred[mask], thr, calibration)
                 rows.append({"scorer": name, "split": split, "subset": subset, **row})
+        per_unseen = [
+            r["auroc"]
+            for r in rows
+            if r["scorer"] == name and r["split"] == "dev" and r["subset"].startswith(UNSEEN_SYSTEM)
+        ]
+        thresholds[name]["dev_worst_unseen_auroc"] = float(np.nanmin(per_unseen)) if per_unseen else math.nan
     if default_scorer == "auto":
-        default_scorer = select_on_dev(thresholds)
+        default_scorer = select_on_dev(thresholds, rule)
     summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     summary.to_csv(out / OOD_SUMMARY, index=False)
     (out / THRESHOLDS).write_text(
         json.dumps(
-            {"default": default_scorer, "rule": "score >= threshold => OOD", "scorers": thresholds}, indent=2
+            {
+                "default": default_scorer,
+                "rule": "score >= threshold => OOD",
+                "select": rule,
+                "scorers": thresholds,
+            },
+            indent=2,
         )
     )
 
