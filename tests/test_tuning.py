@@ -35,7 +35,8 @@ def test_dev_mode_keeps_the_lowest_dev_eer_and_reads_nothing_else() -> None:
     options, table = tune("knn", {"k": 5, "chunk_size": 64}, "dev", train, dev)
     assert len(table) == 6 and options["k"] in (1, 2, 3, 5, 10, 20)
     best = min(table, key=lambda r: (r["dev_eer"], -r["dev_auroc"]))
-    assert options["k"] == best.get("k", 5)
+    assert [r["k"] for r in table] == [1, 2, 3, 5, 10, 20]  # every row names its k, the options' too
+    assert options["k"] == best["k"]
     scorer = build_scorer("knn", **options).fit(train.embeddings, None, train.rows["label"].to_numpy())
     assert eer(scorer.score(dev.embeddings, None), dev.is_ood)[0] == best["dev_eer"]
 
@@ -45,6 +46,6 @@ def test_holdout_mode_needs_no_dev_and_leaves_logit_scorers_alone() -> None:
     train = _split(rng, 25, list(range(6)))
     options, table = tune("mahalanobis", {"reg": 1e-6, "chunk_size": 64}, "holdout", train, None)
     assert len(table) == 4 and all(0.5 <= r["holdout_auroc"] <= 1.0 for r in table)
-    assert options["reg"] == max(table, key=lambda r: r["holdout_auroc"]).get("reg", 1e-6)
+    assert options["reg"] == max(table, key=lambda r: r["holdout_auroc"])["reg"]
     assert tune("msp", {"chunk_size": 64}, "holdout", train, None) == ({"chunk_size": 64}, [])
     assert tune("knn", {"k": 5}, "none", train, None) == ({"k": 5}, [])

@@ -81,9 +81,10 @@ def tune(name: str, options: dict[str, Any], mode: str, train, dev) -> tuple[dic
     if mode == "none" or len(grid) == 1 or (mode == "holdout" and "logits" in needs):
         return dict(options), []
     labels = train.rows["label"].to_numpy(int)
+    tunable = set(getattr(SCORERS.get(name), "tunable", {}) or {})
     table = []
-    for setting in grid:
-        tuned = {k: v for k, v in setting.items() if k not in options or options[k] != v}
+    for setting in grid:  # each row names its tunable settings, also where they equal the options
+        tuned = {k: v for k, v in setting.items() if k in tunable or k not in options or options[k] != v}
         if mode == "dev":
             scorer = build_scorer(name, **setting).fit(train.embeddings, train.logits, labels)
             s = scorer.score(dev.embeddings, dev.logits)
