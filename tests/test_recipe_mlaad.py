@@ -25,10 +25,13 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def make_mlaad_fixture(root: Path):
+def make_mlaad_fixture(root: Path, clips_per_system: int = 4):
     """The tiny corpus (slashes in model names, en/de/fr/es, native rates 8-44.1 kHz) plus two
-    duplicate eval rows and the official ``fine/`` cell files of dev and eval."""
-    corpus = make_tiny_corpus(root, clips_per_system=4, dev_clips=3, eval_clips=3, max_len_s=1.0)
+    duplicate eval rows and the official ``fine/`` cell files of dev and eval. ``clips_per_system``:
+    train clips of each of the three known systems (dev and eval: 3 per system either way)."""
+    corpus = make_tiny_corpus(
+        root, clips_per_system=clips_per_system, dev_clips=3, eval_clips=3, max_len_s=1.0
+    )
     eval_csv = corpus.protocols / "eval.csv"
     lines = eval_csv.read_text().splitlines()
     eval_csv.write_text("\n".join([*lines, *lines[1:3]]) + "\n")  # MLAAD's eval.csv repeats rows
