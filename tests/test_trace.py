@@ -145,3 +145,84 @@ def test_a_statistics_model_refitted_after_its_export_is_refused(experiment, tmp
     model.save(path)
     with pytest.raises(StaleInputError, match="the step that exports 'mfcc'"):
         trace.Tracer.load(cfg2, "mfcc")
+
+
+def _make_dev_choice(exp_dir: Path, chosen: str) -> None:
+    """Rewrite the dev numbers of a copied experiment so that ``chosen`` has the lowest dev EER."""
+    from sourcetracing.layout import SystemLayout
+
+    for folder in Path(exp_dir).iterdir():
+        path = SystemLayout(folder).ood_summary
+        if not path.is_file():
+            continue
+        summary = pd.read_csv(path)
+        dev = summary["split"] == "dev"
+        summary.loc[dev, "eer"] = 0.0 if folder.name == chosen else 0.4
+        summary.loc[dev, "auroc"] = 1.0 if folder.name == chosen else 0.6
+        summary.to_csv(path, index=False)
+
+
+def _traced(corpus, cfg, args: list[str], out: Path, capsys) -> tuple[pd.DataFrame, str]:
+    """trace.py's table and printed lines on a copied experiment (its config and folders)."""
+    overrides = [f"exp_dir={cfg.exp_dir}", f"features.dir={cfg.features.dir}"]
+    assert trace.main(["--config", str(corpus.config_path), *overrides, *args, "--out", str(out)]) == 0
+    return pd.read_csv(out, keep_default_na=False), capsys.readouterr().out
+
+
+def test_trace_without_system_uses_the_system_chosen_on_dev(experiment, tmp_path, capsys) -> None:
+    from sourcetracing.summary import dev_selected, experiment_rows
+
+    corpus, cfg = experiment
+    cfg2 = _copy_of_experiment(corpus, cfg, tmp_path)
+    _make_dev_choice(cfg2.exp_dir, "ge2e")
+    system, scorer = dev_selected(experiment_rows(cfg2.exp_dir)[0])
+    assert system == "ge2e" != cfg2.trace.system
+    clip = next(corpus.mlaad.rglob("eval_000.wav"))
+    df, printed = _traced(corpus, cfg2, [str(clip)], tmp_path / "a.csv", capsys)
+    assert f"tracing with ge2e / {scorer}: chosen on dev: lowest dev EER" in printed
+    expected = trace.Tracer.load(cfg2, "ge2e").trace([clip])
+    assert (df["scorer"] == scorer).all() and (df["predicted"] == expected["predicted"]).all()
+    np.testing.assert_allclose(df["ood_score"], expected["ood_score"], rtol=1e-6)
+    # --system still decides
+    df, printed = _traced(corpus, cfg2, [str(clip), "--system", "aasist"], tmp_path / "b.csv", capsys)
+    assert "tracing with aasist / " in printed and "--system" in printed
+
+
+def test_a_chosen_system_without_a_model_gives_way_to_the_best_runnable_one(
+    experiment, tmp_path, capsys
+) -> None:
+    corpus, cfg = experiment
+    cfg2 = _copy_of_experiment(corpus, cfg, tmp_path)
+    exp = Path(cfg2.exp_dir)
+    shutil.copytree(exp / "ge2e", exp / "scores_only", ignore=shutil.ignore_patterns("trained_models"))
+    meta_path = exp / "scores_only" / "outputs" / "meta.json"
+    meta_path.write_text(meta_path.read_text().replace('"task": "ge2e"', '"task": "scores"'))
+    _make_dev_choice(exp, "scores_only")
+    summary = pd.read_csv(exp / "stats" / "ood_step" / "ood_summary.csv")  # the runner-up on dev
+    summary.loc[summary["split"] == "dev", "eer"] = 0.1
+    summary.to_csv(exp / "stats" / "ood_step" / "ood_summary.csv", index=False)
+    clip = next(corpus.mlaad.rglob("eval_000.wav"))
+    df, printed = _traced(corpus, cfg2, [str(clip)], tmp_path / "a.csv", capsys)
+    assert "tracing with stats / " in printed
+    assert "'scores_only'" in printed and "no model that runs on audio" in printed
+    assert (df["status"] == "ok").all()
+
+
+def test_the_fusion_chosen_on_dev_is_traced_through_its_members(experiment, tmp_path, capsys) -> None:
+    from sourcetracing.systems.fusion import export_fusion
+
+    corpus, cfg = experiment
+    cfg2 = _copy_of_experiment(corpus, cfg, tmp_path)
+    export_fusion(cfg2)
+    judge_system(cfg2, "fusion")
+    exp = Path(cfg2.exp_dir)
+    _make_dev_choice(exp, "fusion")
+    scores = pd.read_csv(exp / "fusion" / "ood_step" / "scores_eval.tsv", sep="\t")
+    files = [corpus.mlaad / c for c in scores["clip_id"]]
+    df, printed = _traced(corpus, cfg2, [str(f) for f in files], tmp_path / "a.csv", capsys)
+    assert "tracing with fusion / fused: chosen on dev" in printed and "members" in printed
+    assert (df["status"] == "ok").all() and len(df) == len(scores)
+    # eval's fused scores come from the fit on all of dev: the traced clips reproduce them
+    np.testing.assert_allclose(df["ood_score"], scores["fused"], rtol=1e-4, atol=1e-4)
+    assert (df["predicted"] == scores["predicted"]).all()
+    assert ((df["ood_score"] >= df["threshold"]) == (df["decision"] == "unknown")).all()

@@ -42,3 +42,7 @@ class LockedError(SourceTracingError):
     """Another process is writing the same place."""
 
     exit_code = 5
+
+
+class BundleError(SourceTracingError, ValueError):
+    """A tracer bundle is incomplete, altered since it was written, or of another format version."""

@@ -12,7 +12,14 @@ Before anything runs, the parts are checked to belong together: the OOD step mus
 from the system's current outputs, the outputs from the current checkpoint, and the checkpoint's
 known systems must be the experiment's; a mismatch is one line naming the step to rerun.
 
-Any system with a model that runs on audio can trace (``--system`` / ``trace.system``): the
+Without ``--system`` the system and scorer are the ones chosen on dev alone (the summary's choice,
+:mod:`sourcetracing.trace_select`; the run prints which and why): the fusion is traced through its
+members with its saved weights and scaling, and a chosen system that cannot run on audio gives way
+to the best one on dev that can. ``--bundle DIR`` traces with a portable bundle alone
+(:mod:`sourcetracing.bundle`; ``scripts/export_bundle.py`` writes it), from any working directory.
+
+Any system with a model that runs on audio can trace (``--system``; ``trace.system`` when nothing
+is judged yet): the
 classifier and GE2E through their best checkpoint, the MFCC reference and the statistics system
 (``mfcc``, ``stats``) through their saved standardiser, projection and regression on the
 statistics of the whole clip. Features are computed as the feature store computes them: the
@@ -44,12 +51,19 @@ import torch
 
 from sourcetracing.config import Config, load_config, resolve_device
 from sourcetracing.data.protocols import LabelMap, label_level
-from sourcetracing.errors import DataError, MissingInputError, SourceTracingError, WouldOverwriteError
+from sourcetracing.errors import (
+    ConfigError,
+    DataError,
+    MissingInputError,
+    SourceTracingError,
+    WouldOverwriteError,
+)
 from sourcetracing.features.store import to_store_dtype
 from sourcetracing.layout import OUTPUTS_META, ExperimentLayout
 from sourcetracing.progress import progress
 from sourcetracing.provenance import read_manifest, require_same
 from sourcetracing.systems.export import check_outputs_current
+from sourcetracing.trace_select import choose_system
 from sourcetracing.training.checkpoint import checkpoint_id, load_model
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a")
@@ -70,6 +84,73 @@ RESULT_COLUMNS = [
 
 class TraceError(MissingInputError):
     """The experiment is not ready for tracing (missing or mismatched step outputs)."""
+
+
+@dataclass(frozen=True)
+class Waveform:
+    """A clip given as samples instead of a file: mono, at ``sample_rate`` (None: the tracer's)."""
+
+    samples: np.ndarray
+    sample_rate: int | None = None
+    name: str = "<waveform>"
+
+
+ClipInput = str | Path | Waveform | np.ndarray | tuple  # a path, a waveform, (waveform, rate)
+
+
+def _is_one_clip(item: object) -> bool:
+    if isinstance(item, (str, Path, Waveform)):
+        return True
+    if isinstance(item, np.ndarray):
+        return item.ndim == 1
+    return (
+        isinstance(item, tuple)
+        and len(item) == 2
+        and isinstance(item[0], np.ndarray)
+        and np.isscalar(item[1])
+    )
+
+
+def as_clips(items: ClipInput | Sequence[ClipInput]) -> list[str | Path | Waveform]:
+    """Paths and :class:`Waveform` items: one clip or a sequence of clips, waveforms named by position."""
+    items = [items] if _is_one_clip(items) else list(items)
+    out: list[str | Path | Waveform] = []
+    for i, item in enumerate(items):
+        if isinstance(item, np.ndarray):
+            out.append(Waveform(item, None, f"<waveform {i}>"))
+        elif isinstance(item, tuple):
+            out.append(Waveform(item[0], int(item[1]), f"<waveform {i}>"))
+        else:
+            out.append(item)
+    return out
+
+
+def clip_name(item: str | Path | Waveform) -> str:
+    """The ``path`` column of a clip's result row."""
+    return item.name if isinstance(item, Waveform) else str(item)
+
+
+def _checked_wave(item: Waveform, sample_rate: int, min_len_s: float) -> np.ndarray:
+    """A waveform checked as :func:`~sourcetracing.data.audio.load_audio` checks a file, at ``sample_rate``."""
+    from sourcetracing.data.audio import SILENCE_PEAK, AudioError, resample
+
+    wave = np.asarray(item.samples, dtype=np.float32)
+    if wave.ndim != 1:
+        raise AudioError(
+            "unreadable", f"{item.name}: expected a mono waveform [samples], got shape {wave.shape}"
+        )
+    if wave.size == 0:
+        raise AudioError("empty", item.name)
+    if not np.isfinite(wave).all():
+        raise AudioError("nan_or_inf", item.name)
+    if float(np.max(np.abs(wave))) < SILENCE_PEAK:
+        raise AudioError("silent", item.name)
+    wave = resample(np.ascontiguousarray(wave), int(item.sample_rate or sample_rate), sample_rate)
+    if wave.size < min_len_s * sample_rate:
+        raise AudioError(
+            "too_short", f"{item.name}: {wave.size / sample_rate:.3f} s, shorter than {min_len_s} s"
+        )
+    return wave
 
 
 def sample_eval_clips(cfg: Config, n: int, seed: int = 0) -> list[Path]:
@@ -106,7 +187,7 @@ def find_audio(inputs: Iterable[str | Path]) -> list[Path]:
 class Tracer:
     """A trained system with its OOD scorer, threshold and calibrations, ready to trace clips."""
 
-    cfg: Config
+    cfg: Config | None  # None for a tracer read from a bundle
     system: str
     model: torch.nn.Module
     task: str
@@ -127,6 +208,8 @@ class Tracer:
     enrolled: tuple[str, ...] = ()
     # test-time windows per clip (features.test_windows), averaged as the exporters average them
     windows: int = 1
+    top_k: int = 3  # systems listed per clip unless trace() is given another count
+    level: str = "system"  # what a class is (data.label): a system or an architecture
 
     @classmethod
     def load(
@@ -231,8 +314,17 @@ class Tracer:
             float(entry["threshold"]), calibration, temperature, centroids, frontend,
             int(prov.get("sample_rate", cfg.data.sample_rate)), num_samples,
             min_len_s, dev, enrolled=tuple(enrolment.names if enrolment else ()),
-            windows=1 if statistics else int(cfg.features.test_windows),
+            windows=1 if statistics else int(cfg.features.test_windows), top_k=int(cfg.trace.top_k),
+            level=label_level(cfg),
         )  # fmt: skip
+
+    @classmethod
+    def from_bundle(cls, folder: str | Path, device: str | None = None) -> Tracer:
+        """The tracer a bundle holds (:mod:`sourcetracing.bundle`), verified first; no experiment
+        folder, corpus or config is read."""
+        from sourcetracing.bundle import read_bundle, unpack
+
+        return tracer_from_bundle(read_bundle(unpack(folder)), resolve_device(device or "auto"))
 
     @torch.no_grad()
     def outputs(self, waves: np.ndarray) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
@@ -265,17 +357,21 @@ class Tracer:
         return None, emb, centroid_similarities(emb, self.centroids)
 
     def read_waves(
-        self, files: Sequence[str | Path]
-    ) -> tuple[list[str | Path], np.ndarray, list[tuple[str, str]]]:
+        self, files: Sequence[ClipInput]
+    ) -> tuple[list[ClipInput], np.ndarray, list[tuple[str, str]]]:
         """``(readable files, their waves [n, samples] (``[n, windows, samples]`` with test-time
-        windows), [(file, error), ...])``, cropped as the store crops dev clips."""
+        windows), [(file, error), ...])``, cropped as the store crops dev clips. An item may also be
+        a mono waveform at the tracer's sample rate, or a ``(waveform, sample_rate)`` pair."""
         from sourcetracing.data.audio import crop_or_pad, load_audio
         from sourcetracing.features.windows import window_crops
 
         ok, waves, errors = [], [], []
         for f in files:
             try:
-                wave = load_audio(f, self.sample_rate, min_len_s=self.min_len_s)
+                if isinstance(f, (str, Path)):
+                    wave = load_audio(f, self.sample_rate, min_len_s=self.min_len_s)
+                else:
+                    wave = _checked_wave(f, self.sample_rate, self.min_len_s)
                 if not self.num_samples:
                     waves.append(wave)
                 elif self.windows > 1:
@@ -284,7 +380,7 @@ class Tracer:
                     waves.append(crop_or_pad(wave, self.num_samples))
                 ok.append(f)
             except Exception as err:  # noqa: BLE001 - any unreadable file is reported, not raised
-                errors.append((str(f), str(err)))
+                errors.append((clip_name(f), str(err)))
         if not self.num_samples:  # whole clips (statistics systems without a crop): their own lengths
             return ok, waves, errors
         empty = (0, self.windows, self.num_samples) if self.windows > 1 else (0, self.num_samples)
@@ -305,10 +401,12 @@ class Tracer:
         return done, (np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)), errors
 
     def trace(
-        self, files: Sequence[str | Path], top_k: int | None = None, batch_size: int = 16
+        self, files: ClipInput | Sequence[ClipInput], top_k: int | None = None, batch_size: int = 16
     ) -> pd.DataFrame:
-        """One result row per file (errors included), in input order."""
-        k = max(1, min(int(top_k or self.cfg.trace.top_k), len(self.classes)))
+        """One result row per clip (errors included), in input order: ``files`` is a path, a waveform
+        (see :meth:`read_waves`) or a sequence of them; a waveform's row is named ``<waveform i>``."""
+        files = as_clips(files)
+        k = max(1, min(int(top_k or self.top_k), len(self.classes)))
         rows: list[dict] = []
         for start in progress(range(0, len(files), batch_size), desc="tracing", unit="batch", leave=False):
             batch, waves, errors = self.read_waves(files[start : start + batch_size])
@@ -332,26 +430,240 @@ class Tracer:
                 if self.calibration is not None
                 else np.full(len(ood), np.nan)
             )
-            for i, f in enumerate(batch):
-                order = np.argsort(-probs[i])[:k]
+            rows += result_rows(
+                batch, probs, self.classes, k, self.scorer_name, ood, self.threshold, p_unseen
+            )
+        return in_input_order(rows, files)
+
+
+def result_rows(
+    batch: Sequence[str | Path | Waveform],
+    probs: np.ndarray,
+    classes: Sequence[str],
+    k: int,
+    scorer_name: str,
+    ood: np.ndarray,
+    threshold: float,
+    p_unseen: np.ndarray,
+) -> list[dict]:
+    """The ``ok`` result rows of traced clips: top-k classes, OOD score, P(unseen) and the decision."""
+    rows = []
+    for i, f in enumerate(batch):
+        order = np.argsort(-probs[i])[:k]
+        rows.append(
+            {
+                "path": clip_name(f),
+                "status": "ok",
+                "predicted": classes[order[0]],
+                "probability": float(probs[i, order[0]]),
+                "top_k": "; ".join(f"{classes[j]}:{probs[i, j]:.3f}" for j in order),
+                "scorer": scorer_name,
+                "ood_score": float(ood[i]),
+                "threshold": threshold,
+                "p_unseen": float(p_unseen[i]),
+                "decision": "unknown" if ood[i] >= threshold else "known",
+                "error": "",
+            }
+        )
+    return rows
+
+
+def in_input_order(rows: list[dict], files: Sequence[str | Path | Waveform]) -> pd.DataFrame:
+    """The result table, one row per clip in the order the clips were given."""
+    order = {clip_name(f): i for i, f in enumerate(files)}
+    df = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    return df.sort_values("path", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
+
+
+def tracer_from_bundle(bundle, device: torch.device) -> Tracer:
+    """A :class:`Tracer` rebuilt from a verified :class:`~sourcetracing.bundle.Bundle`."""
+    from sourcetracing.features.frontends import build_frontend
+    from sourcetracing.ood.calibration import LogisticCalibration
+    from sourcetracing.ood.scorers import build_scorer
+
+    st = bundle.settings
+    audio, labels, decision, spec = st["audio"], st["labels"], st["decision"], st["model"]
+    if st["task"] == "reference":
+        from sourcetracing.systems.mfcc import ReferenceModel
+
+        w = {k: v.numpy() for k, v in bundle.weights.items()}
+        model = ReferenceModel(
+            w["mean"], w["scale"], w["var"], int(spec["n_samples_seen"]), w["coef"], w["intercept"],
+            w["classes"], list(spec["class_names"]), dict(spec["settings"]), w.get("proj_mean"), w.get("proj_matrix"),
+        )  # fmt: skip
+    else:
+        from sourcetracing.training.checkpoint import build_model
+
+        model = build_model(st["task"], spec["model_config"], spec["input_dim"], spec["num_classes"])
+        model.load_state_dict(bundle.weights)
+        model.to(device).eval()
+    frontend = None
+    if st.get("frontend"):
+        frontend = build_frontend(st["frontend"], device, sample_rate=int(audio["sample_rate"]))
+    scorer = build_scorer(st["scorer"]["type"], **st["scorer"]["options"])
+    for key in scorer.state_keys:
+        setattr(scorer, key, bundle.state[f"scorer.{key}"])
+    calibration = (
+        LogisticCalibration.from_dict(decision["calibration"]) if decision.get("calibration") else None
+    )
+    return Tracer(
+        None, st["system"], model, st["task"], list(labels["classes"]), st["scorer"]["name"], scorer,
+        float(decision["threshold"]), calibration, float(decision["temperature"]),
+        bundle.state.get("centroids"), frontend, int(audio["sample_rate"]), int(audio["num_samples"]),
+        float(audio["min_len_s"]), device, prior=float(decision["prior"]),
+        enrolled=tuple(labels.get("enrolled", ())), windows=int(audio["windows"]),
+        top_k=int(decision["top_k"]), level=str(labels.get("level", "system")),
+    )  # fmt: skip
+
+
+@dataclass
+class FusionTracer:
+    """The score fusion traced through its members: each member system runs on the clip, each member
+    score is standardised with the fusion's dev scaling and combined with its saved weights and
+    intercept; the closed-set decision is the member's the fusion takes it from (``closed_set_from``)."""
+
+    system: str
+    members: list[str]  # "system:scorer", in the fusion's order
+    tracers: dict[str, Tracer]  # one per member system (without enrolled systems, as fitted)
+    scorers: dict[str, object]  # "system:scorer" -> its fitted scorer
+    weights: np.ndarray
+    intercept: float
+    mean: np.ndarray
+    std: np.ndarray
+    source: str
+    scorer_name: str
+    threshold: float
+    calibration: object
+    prior: float = 0.5
+    top_k: int = 3
+    level: str = "system"
+
+    @property
+    def classes(self) -> list[str]:
+        return self.tracers[self.source].classes
+
+    @classmethod
+    def load(
+        cls, cfg: Config, system: str = "fusion", scorer: str | None = None, device: str | None = None
+    ) -> FusionTracer:
+        """The fusion's saved weights and scaling and its members' tracers, checked to belong together."""
+        from sourcetracing.ood.calibration import LogisticCalibration
+        from sourcetracing.ood.scorers import Scorer
+
+        layout = ExperimentLayout.of(cfg)
+        sys_layout = layout.system(system)
+        refit = "python scripts/fusion.py --config <your config>"
+        ood_manifest = read_manifest(
+            sys_layout.ood, f"the OOD step of '{system}'", f"python scripts/ood_detector.py --system {system}"
+        )
+        out_manifest = read_manifest(sys_layout.outputs, f"the outputs of '{system}'", refit)
+        require_same(
+            ood_manifest["inputs"].get("outputs"), out_manifest.get("id"), f"{system}'s outputs",
+            f"python scripts/ood_detector.py --config <your config> --system {system}",
+        )  # fmt: skip
+        meta = json.loads((sys_layout.outputs / OUTPUTS_META).read_text())
+        members = list(meta["members"])
+        names = list(dict.fromkeys(m.split(":", 1)[0] for m in members))
+        for name in names:  # the members' OOD steps must be the ones the fusion was fitted on
+            member_ood = read_manifest(layout.system(name).ood, f"the OOD step of '{name}'", refit)
+            require_same(
+                out_manifest.get("inputs", {}).get(name),
+                member_ood.get("id"),
+                f"the OOD step of '{name}'",
+                refit,
+            )
+        tracers = {name: Tracer.load(cfg, name, device=device, enrolled=False) for name in names}
+        scorers = {}
+        for member in members:
+            name, member_scorer = member.split(":", 1)
+            state = layout.system(name).ood / f"scorer_{member_scorer}.npz"
+            if not state.is_file():
+                raise TraceError(f"{state} missing: the fusion member '{member}' is a precomputed score")
+            scorers[member] = Scorer.load(state)
+        info = json.loads(sys_layout.thresholds.read_text())
+        chosen = scorer or info.get("default")
+        if chosen not in info.get("scorers", {}):
+            raise TraceError(
+                f"scorer '{chosen}' was not fitted by the OOD step of '{system}'; available: {sorted(info.get('scorers', {}))}"
+            )
+        entry = info["scorers"][chosen]
+        calibration = (
+            LogisticCalibration.from_dict(entry["calibration"]) if entry.get("calibration") else None
+        )
+        scaling = meta["scaling"]
+        return cls(
+            system, members, tracers, scorers,
+            np.asarray([meta["weights"][m] for m in members], dtype=np.float64), float(meta["intercept"]),
+            np.asarray([scaling["mean"][m] for m in members], dtype=np.float64),
+            np.asarray([scaling["std"][m] for m in members], dtype=np.float64),
+            str(meta.get("closed_set_from", names[0])), chosen, float(entry["threshold"]), calibration,
+            top_k=int(cfg.trace.top_k), level=label_level(cfg),
+        )  # fmt: skip
+
+    def trace(
+        self, files: ClipInput | Sequence[ClipInput], top_k: int | None = None, batch_size: int = 16
+    ) -> pd.DataFrame:
+        """One result row per clip (errors included), in input order, as :meth:`Tracer.trace`."""
+        files = as_clips(files)
+        source = self.tracers[self.source]
+        k = max(1, min(int(top_k or self.top_k), len(self.classes)))
+        rows: list[dict] = []
+        for start in progress(range(0, len(files), batch_size), desc="tracing", unit="batch", leave=False):
+            batch = files[start : start + batch_size]
+            outputs, failed = {}, {}
+            for name, tracer in self.tracers.items():
+                ok, waves, errors = tracer.read_waves(batch)
+                for f, err in errors:
+                    failed.setdefault(f, err)
+                if ok:
+                    outputs[name] = ({clip_name(f): i for i, f in enumerate(ok)}, *tracer.outputs(waves))
+            for f, err in failed.items():
                 rows.append(
                     {
-                        "path": str(f),
-                        "status": "ok",
-                        "predicted": self.classes[order[0]],
-                        "probability": float(probs[i, order[0]]),
-                        "top_k": "; ".join(f"{self.classes[j]}:{probs[i, j]:.3f}" for j in order),
+                        "path": f,
+                        "status": "error",
                         "scorer": self.scorer_name,
-                        "ood_score": float(ood[i]),
                         "threshold": self.threshold,
-                        "p_unseen": float(p_unseen[i]),
-                        "decision": "unknown" if ood[i] >= self.threshold else "known",
-                        "error": "",
+                        "error": err,
                     }
                 )
-        order = {str(f): i for i, f in enumerate(files)}
-        df = pd.DataFrame(rows, columns=RESULT_COLUMNS)
-        return df.sort_values("path", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
+            good = [f for f in batch if clip_name(f) not in failed]
+            if not good:
+                continue
+
+            columns = [
+                self.scorers[m].score(
+                    _take(outputs[m.split(":", 1)[0]], 1, good), _take(outputs[m.split(":", 1)[0]], 0, good)
+                )
+                for m in self.members
+            ]
+            ood = ((np.stack(columns, axis=1) - self.mean) / self.std) @ self.weights + self.intercept
+            class_scores = _take(outputs[self.source], 2, good)
+            probs = torch.softmax(torch.from_numpy(class_scores / source.temperature), dim=1).numpy()
+            p_unseen = (
+                self.calibration.probability(ood, self.prior)
+                if self.calibration is not None
+                else np.full(len(ood), np.nan)
+            )
+            rows += result_rows(good, probs, self.classes, k, self.scorer_name, ood, self.threshold, p_unseen)
+        return in_input_order(rows, files)
+
+
+def _take(output: tuple, part: int, clips: list) -> np.ndarray | None:
+    """Rows of ``clips`` in one of a member's ``(index, logits, embeddings, class scores)`` arrays."""
+    index, *arrays = output
+    value = arrays[part]
+    return None if value is None else value[[index[clip_name(f)] for f in clips]]
+
+
+def open_tracer(
+    cfg: Config, system: str, scorer: str | None = None, device: str | None = None
+) -> Tracer | FusionTracer:
+    """The tracer of ``system``: the fusion through its members, any other system through its model."""
+    meta = ExperimentLayout.of(cfg).system(system).outputs / OUTPUTS_META
+    if meta.is_file() and json.loads(meta.read_text()).get("task") == "fusion":
+        return FusionTracer.load(cfg, system, scorer, device)
+    return Tracer.load(cfg, system, scorer, device)
 
 
 def _statistics_model(cfg: Config, name: str, out_manifest: dict, expected: LabelMap | None) -> tuple:
@@ -426,6 +738,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _tracer_for(
+    cfg: Config, system: str | None, scorer: str | None, device: str | None
+) -> tuple[Tracer | FusionTracer, str]:
+    """The tracer of ``system`` (``--system``), else of the system chosen on dev; and why it was used."""
+    if system:
+        return open_tracer(cfg, system, scorer, device), "--system"
+    choice = choose_system(cfg)
+    return open_tracer(cfg, choice.system, scorer, device), choice.reason
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -437,6 +759,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=None, help="experiment YAML (default configs/refd_mlaad.yaml)")
     parser.add_argument("--exp", default=None, help="an experiment folder: use its saved config.yaml")
     parser.add_argument(
+        "--bundle",
+        default=None,
+        help="a tracer bundle (scripts/export_bundle.py: folder, .tar.gz or .zip): trace without the experiment",
+    )
+    parser.add_argument(
         "inputs", nargs="*", help="audio files or folders (searched recursively); key=value overrides too"
     )
     parser.add_argument(
@@ -447,7 +774,11 @@ def main(argv: list[str] | None = None) -> int:
         help="also trace N clips of the eval protocol, drawn with --seed (what stage 11 of run.sh does)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the --sample-eval draw (default 0)")
-    parser.add_argument("--system", default=None, help="system to trace with (default: trace.system)")
+    parser.add_argument(
+        "--system",
+        default=None,
+        help="system to trace with (default: the one chosen on dev, said in the output)",
+    )
     parser.add_argument(
         "--top-k", type=int, default=None, help="systems listed per clip (default: trace.top_k)"
     )
@@ -455,7 +786,10 @@ def main(argv: list[str] | None = None) -> int:
         "--scorer", default=None, help="OOD scorer (default: trace.scorer, else the OOD step's default)"
     )
     parser.add_argument(
-        "--out", type=Path, default=None, help="CSV file (default: <exp_dir>/trace/trace_<time>.csv)"
+        "--out",
+        type=Path,
+        default=None,
+        help="CSV file (default: <exp_dir>/trace/trace_<time>.csv; with --bundle ./trace_<time>.csv)",
     )
     parser.add_argument("--device", default=None, help="auto | cpu | cuda (default: the config's)")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -465,18 +799,30 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.out is not None and args.out.exists():  # before any work
             raise WouldOverwriteError(f"{args.out} exists; choose another --out")
-        cfg = config_for(args.config, args.exp, overrides)
-        announce_config(cfg, Path(args.exp) / "config.yaml" if args.exp else args.config, overrides)
-        files = find_audio(inputs)
-        if args.sample_eval:
-            files += sample_eval_clips(cfg, args.sample_eval, args.seed)
+        if args.bundle:
+            if args.config or args.exp or overrides or args.sample_eval or args.system or args.scorer:
+                raise ConfigError(
+                    "--bundle traces with the bundle alone: drop --config, --exp, overrides, --sample-eval, --system and --scorer"
+                )
+            tracer = Tracer.from_bundle(args.bundle, args.device)
+            why, folder = f"the bundle {args.bundle}", Path.cwd()
+            files = find_audio(inputs)
+        else:
+            cfg = config_for(args.config, args.exp, overrides)
+            announce_config(cfg, Path(args.exp) / "config.yaml" if args.exp else args.config, overrides)
+            files = find_audio(inputs)
+            if args.sample_eval:
+                files += sample_eval_clips(cfg, args.sample_eval, args.seed)
+            folder = ExperimentLayout.of(cfg).trace
         if not files:
             what = "in the given inputs" if inputs else "(give clips or folders, or --sample-eval N)"
             print(f"error: no audio files found {what}", file=sys.stderr)
             return 2
-        tracer = Tracer.load(cfg, args.system, args.scorer, args.device)
+        if not args.bundle:
+            tracer, why = _tracer_for(cfg, args.system, args.scorer, args.device)
+        print(f"tracing with {tracer.system} / {tracer.scorer_name}: {why}", flush=True)
         df = tracer.trace(files, args.top_k, args.batch_size)
-        out = write_results(df, args.out, ExperimentLayout.of(cfg).trace)
+        out = write_results(df, args.out, folder)
     except SourceTracingError as err:
         return report_error(err)
     show = df[
@@ -486,7 +832,7 @@ def main(argv: list[str] | None = None) -> int:
     with pd.option_context("display.max_colwidth", 60, "display.width", 200):
         print(show.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep=""))
     n_err = int((df["status"] == "error").sum())
-    level = label_level(cfg)
+    level = tracer.level
     at_level = f" (classes are {level}s: data.label={level})" if level != "system" else ""
     print(
         f"{len(df) - n_err} clip(s) traced with {tracer.system}/{tracer.scorer_name}{at_level}, {n_err} error(s); "

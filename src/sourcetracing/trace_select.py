@@ -1,0 +1,103 @@
+"""Which system ``trace.py`` uses when ``--system`` is not given: the one chosen on dev alone.
+
+The choice is the summary's (:func:`sourcetracing.summary.dev_selected` over the experiment's judged
+systems: among each system's dev-chosen scorer, the one the experiment's dev-only rule ``ood.select``
+picks; reference systems never). A chosen system must run on audio: the fusion does through its
+members when every member can; any other that cannot (a drop-in score file, the hybrid or pooled
+systems) gives way to the best system on dev that can, and the reason is said.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from sourcetracing.config import Config
+from sourcetracing.errors import MissingInputError
+from sourcetracing.layout import OUTPUTS_META, ExperimentLayout
+from sourcetracing.summary import dev_selected, experiment_rows
+
+AUDIO_TASKS = ("classifier", "ge2e", "reference")  # tasks whose model trace.py runs on audio
+RULES = {
+    "dev_eer": "lowest dev EER among the systems' dev-chosen scorers",
+    "dev_worst_unseen_auroc": "highest AUROC on the worst-separated dev-unseen system among the systems' dev-chosen scorers",
+}
+
+
+@dataclass(frozen=True)
+class TraceChoice:
+    """The system to trace with, its scorer (None: the system's own default) and why."""
+
+    system: str
+    scorer: str | None
+    reason: str
+
+
+def task_of(cfg: Config, system: str) -> str | None:
+    """The ``task`` a system's outputs record (None without outputs)."""
+    meta = ExperimentLayout.of(cfg).system(system).outputs / OUTPUTS_META
+    return json.loads(meta.read_text()).get("task") if meta.is_file() else None
+
+
+def why_not_traceable(cfg: Config, system: str, fusion: bool = True) -> str | None:
+    """Why ``trace.py`` cannot run ``system`` on audio (None when it can); the fusion can when all
+    its members can (``fusion=False``: never)."""
+    sys_layout = ExperimentLayout.of(cfg).system(system)
+    task = task_of(cfg, system)
+    if task is None:
+        return f"it has no outputs in {sys_layout.outputs}"
+    if task == "fusion" and fusion:
+        members = json.loads((sys_layout.outputs / OUTPUTS_META).read_text()).get("members", [])
+        for member in members:
+            name, scorer = member.split(":", 1)
+            reason = why_not_traceable(cfg, name, fusion=False)
+            if (
+                reason is None
+                and not (ExperimentLayout.of(cfg).system(name).ood / f"scorer_{scorer}.npz").is_file()
+            ):
+                reason = f"its scorer '{scorer}' is a precomputed score"
+            if reason:
+                return f"its member '{member}' cannot run on audio ({reason})"
+        return None if members else "it records no members"
+    if task not in AUDIO_TASKS:
+        return f"its outputs ({task or 'drop-in scores'}) come from no model that runs on audio"
+    if task != "reference" and not sys_layout.best.is_file():
+        return f"{sys_layout.best} not found"
+    if not sys_layout.thresholds.is_file():
+        return f"it has no OOD step in {sys_layout.ood}"
+    return None
+
+
+def choose_system(cfg: Config, fusion: bool = True) -> TraceChoice:
+    """The system and scorer chosen on dev alone, or the best one on dev that runs on audio (with
+    ``fusion=False`` the fusion counts as not runnable); ``trace.system`` when nothing is judged yet."""
+    frame, _ = experiment_rows(cfg.exp_dir)
+    pick = dev_selected(frame) if len(frame) else None
+    if pick is None:
+        return TraceChoice(
+            str(cfg.trace.system), None, f"no judged system in {cfg.exp_dir} to choose on dev: trace.system"
+        )
+    rule = RULES.get(str(frame["select"].iloc[0]) if "select" in frame else "dev_eer", "the dev-only rule")
+    system, scorer = pick
+    why = why_not_traceable(cfg, system, fusion)
+    if why is None:
+        how = (
+            " (traced through its members with its saved weights and scaling)"
+            if task_of(cfg, system) == "fusion"
+            else ""
+        )
+        return TraceChoice(system, scorer, f"chosen on dev: {rule}{how}")
+    runnable = frame[[why_not_traceable(cfg, s, fusion) is None for s in frame["system"]]]
+    alt = dev_selected(runnable) if len(runnable) else None
+    if alt is None:
+        raise MissingInputError(
+            f"'{system}' was chosen on dev but cannot trace ({why}), and no other judged system can: "
+            "pass --system"
+        )
+    return TraceChoice(
+        alt[0], alt[1],
+        f"'{system}' ({scorer}) was chosen on dev but {why}; {alt[0]} is the best on dev that runs on audio ({rule})",
+    )  # fmt: skip
+
+
+__all__ = ["TraceChoice", "choose_system", "task_of", "why_not_traceable"]
