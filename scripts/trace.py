@@ -2,6 +2,8 @@
 """Stage 11: trace new clips: predicted system, top-k, OOD score, calibrated P(unseen), known/unknown.
 
 python scripts/trace.py --config configs/demo.yaml clip.wav more_clips/ [--system aasist] [--top-k 3]
+                                      # without --system: the system chosen on dev (printed, with why)
+python scripts/trace.py --bundle bundles/demo clip.wav   # a bundle of scripts/export_bundle.py, from any folder
 python scripts/trace.py --exp exp/demo clip.wav                         # the experiment's saved config
 python scripts/trace.py --config configs/demo.yaml --sample-eval 20 [--seed 0]   # eval clips of the protocols (stage 11)
 """
