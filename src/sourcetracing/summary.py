@@ -424,7 +424,7 @@ def summarize(
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    from sourcetracing.cli import report_error
+    from sourcetracing.cli import announce_config, report_error
     from sourcetracing.config import load_config
     from sourcetracing.errors import SourceTracingError
 
@@ -446,6 +446,7 @@ def main(argv: list[str] | None = None) -> int:
             dirs = [Path(e) for e in args.exp]
         else:
             cfg = load_config(args.config or "configs/refd_mlaad.yaml", args.overrides)
+            announce_config(cfg, args.config, args.overrides)
             dirs = [Path(cfg.exp_dir)]
             beside = Path(cfg.data.root).parent / "corpus_summary.csv"
             twins_file = twins_file or (beside if beside.is_file() else None)
