@@ -30,6 +30,17 @@ def judged(tmp_path):
     return cfg
 
 
+def _shuffle_eval_member_scores(exp: Path, seed: int) -> None:
+    """Permute every member score of eval's score files (what no dev-side fit may read)."""
+    for system in ("one", "two"):
+        path = exp / system / "ood_step" / "scores_eval.tsv"
+        table = pd.read_csv(path, sep="\t")
+        for col in ("knn", "mahalanobis", "msp"):
+            if col in table:
+                table[col] = np.random.default_rng(seed).permutation(table[col].to_numpy())
+        table.to_csv(path, sep="\t", index=False)
+
+
 def test_fusion_is_fitted_on_dev_only_and_judged_like_any_system(judged) -> None:
     cfg = judged
     exp = Path(cfg.exp_dir)
@@ -40,13 +51,7 @@ def test_fusion_is_fitted_on_dev_only_and_judged_like_any_system(judged) -> None
     outputs = SystemOutputs.read(exp / "fusion" / "outputs")
     assert set(outputs.splits) == {"dev", "eval"} and outputs.has == {"scores"}
     # nothing in the fit reads eval: changing eval's member scores changes no weight
-    for system in ("one", "two"):
-        path = exp / system / "ood_step" / "scores_eval.tsv"
-        table = pd.read_csv(path, sep="\t")
-        for col in ("knn", "mahalanobis", "msp"):
-            if col in table:
-                table[col] = np.random.default_rng(5).permutation(table[col].to_numpy())
-        table.to_csv(path, sep="\t", index=False)
+    _shuffle_eval_member_scores(exp, seed=5)
     export_fusion(cfg)
     again = json.loads((exp / "fusion" / "outputs" / "meta.json").read_text())
     assert again["members"] == meta["members"] and again["weights"] == pytest.approx(meta["weights"])
@@ -256,13 +261,7 @@ def test_fusion_dev_scores_are_out_of_fold_not_the_dev_fit_predictions(judged) -
     again = out_of_fold_scores(x, is_ood, groups, nonnegative=meta["weight_rule"] == "nonnegative")
     np.testing.assert_allclose(exported, again, rtol=1e-6, atol=1e-9)  # exactly the cross-fitted scores
     # eval's member scores are not read for dev: permuting them leaves every dev score as it was
-    for system in ("one", "two"):
-        path = exp / system / "ood_step" / "scores_eval.tsv"
-        t = pd.read_csv(path, sep="\t")
-        for col in ("knn", "mahalanobis", "msp"):
-            if col in t:
-                t[col] = np.random.default_rng(3).permutation(t[col].to_numpy())
-        t.to_csv(path, sep="\t", index=False)
+    _shuffle_eval_member_scores(exp, seed=3)
     export_fusion(cfg)
     np.testing.assert_array_equal(
         SystemOutputs.read(exp / "fusion" / "outputs").split("dev").scores["fused"], exported
