@@ -365,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     from sourcetracing.errors import SourceTracingError
 
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description="Serve a page that traces clips with a tracer bundle (scripts/export_bundle.py); "
+        "it binds to 127.0.0.1 unless --host says otherwise."
     )
     parser.add_argument("--bundle", required=True, help="a tracer bundle: folder, .tar.gz or .zip")
     parser.add_argument(
