@@ -3,11 +3,14 @@
 Each recipe's documented commands, as its header gives them, run as subprocesses on the fixture of
 ``test_recipe_mlaad.py`` (MLAAD v5 layout, official ``fine/`` cell files, duplicated eval rows):
 
-- ``configs/mlaad_tada.yaml``: ``scripts/pooled_system.py`` (training-free; k = 21 as the paper),
-  then again with ``pooled.k=auto`` (its second command: k chosen on train alone). The fixture has
-  7 train clips per known system, not 4, so that the bank holds the 21 neighbours the recipe asks;
-- ``configs/mlaad_panda.yaml``, ``configs/mlaad_sme.yaml``, ``configs/mlaad_gated.yaml``:
-  ``./run.sh --stage 1 --stop-stage 1`` (the feature store) then ``scripts/hybrid_system.py``.
+- every recipe: ``./run.sh --config configs/<recipe>.yaml --stage 1 --stop-stage 10`` (stages 1-10,
+  the recipe's own system made in stage 7, every other system and the summary beside it), with the
+  other stages' run length shortened (``SHORT_PIPELINE``: one AASIST epoch, two GE2E steps over the
+  fixture's three known systems);
+- ``configs/mlaad_tada.yaml`` also: ``scripts/pooled_system.py`` (training-free; k = 21 as the
+  paper), then again with ``pooled.k=auto`` (its second command: k chosen on train alone). The
+  fixture has 7 train clips per known system, not 4, so that the bank holds the 21 neighbours the
+  recipe asks;
 
 Every script judges its own system, so the test asserts on what a user's run leaves behind:
 ``<exp>/<system>/outputs/`` (``meta.json``; ``eval.tsv`` with the fixture's 15
@@ -136,6 +139,19 @@ def _check_judged(exp: Path, system: str, scorers: list[str]) -> dict:
     return meta
 
 
+# the run length of the recipes' other stages (1 epoch of AASIST, 2 GE2E steps over the fixture's
+# 3 known systems): stages 1-10 run as a user runs them, only shorter
+SHORT_PIPELINE = ["train.epochs=1", "ge2e.epochs=1", "ge2e.steps_per_epoch=2", "ge2e.n_systems=3"]
+
+
+def _check_pipeline(exp: Path) -> None:
+    """What stages 2-10 leave besides the recipe's own system: every system judged, the summary."""
+    for system in ("aasist", "ge2e", "mfcc", "plain_mfcc", "stats", "fusion"):
+        assert (exp / system / "results" / "metrics.json").is_file(), system
+        assert (exp / system / "ood_step" / "thresholds.json").is_file(), system
+    assert "| fusion |" in (exp / "summary.md").read_text()
+
+
 def _recipe(name: str) -> dict:
     return yaml.safe_load((REPO / "configs" / f"{name}.yaml").read_text())
 
@@ -143,12 +159,19 @@ def _recipe(name: str) -> dict:
 def test_tada_recipe(fixture):
     root, corpus, models = fixture
     exp = root / "exp" / "mlaad_tada"
-    command = [
-        sys.executable, "scripts/pooled_system.py", "--config", "configs/mlaad_tada.yaml",
+    overrides = [
         f"data.root={corpus.mlaad}", f"data.protocols={corpus.protocols}", f"exp_dir={exp}",
         f"frontend.hf_ssl.model={models['w2v-bert']}", "features.num_workers=1",
     ]  # fmt: skip
-    _run(command)
+    musan = [f"augment.musan={corpus.musan}", f"augment.rirs={corpus.rirs}", "data.max_len_s=1.0"]
+    out = _run(["./run.sh", "--python", sys.executable, "--config", "configs/mlaad_tada.yaml", "--stage", "1",
+                "--stop-stage", "10", "--", *overrides, *musan, *SHORT_PIPELINE], timeout=600)  # fmt: skip
+    assert all(f"== stage {stage}:" in out for stage in range(1, 11))
+    _check_pipeline(exp)
+    meta = _check_judged(exp, "pooled", ["knn"])  # stage 7 made it (pooled.enabled in the recipe)
+    assert meta["k"]["k"] == meta["k"]["ood_k"] == 21
+    command = [sys.executable, "scripts/pooled_system.py", "--config", "configs/mlaad_tada.yaml", *overrides]
+    _run(command)  # the recipe's own command, as its header gives it
     meta = _check_judged(exp, "pooled", ["knn"])
     assert meta["k"]["k"] == meta["k"]["ood_k"] == 21  # the paper's k, as the recipe sets it
     assert meta["settings"]["frontend"]["layer"] == 4 and meta["settings"]["pooling"] == "mean"
@@ -179,12 +202,13 @@ def test_hybrid_recipes(fixture, name, model):
         "features.num_workers=1",
     ]
     config = f"configs/{name}.yaml"
-    out = _run(["./run.sh", "--python", sys.executable, "--config", config, "--stage", "1", "--stop-stage", "1",
-                "--", *overrides])  # fmt: skip
-    assert "== stage 1:" in out and "== stage 2:" not in out
+    out = _run(["./run.sh", "--python", sys.executable, "--config", config, "--stage", "1", "--stop-stage", "10",
+                "--", *overrides, *SHORT_PIPELINE], timeout=600)  # fmt: skip
+    for stage in range(1, 11):
+        assert f"== stage {stage}:" in out
     store_meta = json.loads(next((exp / "features").glob("*/meta.json")).read_text())
     assert store_meta["shape"][1] == 32  # the tiny model's hidden size: the model came from the given path
-    _run([sys.executable, "scripts/hybrid_system.py", "--config", config, *overrides])
+    _check_pipeline(exp)
     scorers = recipe.get("ood", {}).get("scorers") or _default_scorers()
     meta = _check_judged(exp, "hybrid", scorers)
     assert (exp / "hybrid" / "trained_models" / "hybrid.pt").is_file()

@@ -230,7 +230,7 @@ def chosen_table(
         }  # fmt: skip
         reference = frame.loc[frame["system"] == REFERENCE, "eval_eer_%"]
         if len(reference):  # against the strongest MFCC reference scorer (reported, never a choice)
-            row["÷ best mfcc eval EER"] = r["eval_eer_%"] / reference.min()
+            row["÷ best mfcc eval EER"] = r["eval_eer_%"] / reference.min() if reference.min() > 0 else np.nan
         plain = frame.loc[frame["system"] == PLAIN_REFERENCE, "eval_eer_%"]
         if len(plain):  # against the plain MFCC 5-NN reference (fixed settings, one scorer)
             row[f"{PLAIN_REFERENCE} eval EER (%)"] = plain.iloc[0]

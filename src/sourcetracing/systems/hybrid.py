@@ -236,7 +236,7 @@ def train_hybrid(
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         history.append(total / len(y))
     model.eval()
     return model, sf, ss, history
