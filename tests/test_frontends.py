@@ -124,6 +124,18 @@ def test_lfcc_first_coefficients_follow_the_filterbank_energies():
     torch.testing.assert_close(c_loud[:, 1:], c_quiet[:, 1:], rtol=1e-3, atol=1e-3)
 
 
+@pytest.mark.parametrize("name", ["lfcc", "logmel"])
+def test_level_rms_makes_features_independent_of_the_input_level(name):
+    speechlike = torch.randn(16000, generator=torch.Generator().manual_seed(4)) * torch.linspace(0, 1, 16000)
+    speechlike[4000:6000] = 0.0  # a pause: the log floor is where plain features move most
+    plain, levelled = _spectral(name), _spectral(name, level="rms")
+    clean, quieter = torch.stack([0.1 * speechlike, 0.01 * speechlike])  # the second is 20 dB down
+    torch.testing.assert_close(levelled(quieter[None]), levelled(clean[None]), rtol=1e-4, atol=1e-4)
+    assert float((plain(quieter[None]) - plain(clean[None])).abs().max()) > 1.0
+    with pytest.raises(FrontEndError, match="level must be one of"):
+        _spectral(name, level="peak")
+
+
 def test_unknown_frontend():
     from sourcetracing.errors import ConfigError
 

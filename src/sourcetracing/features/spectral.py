@@ -10,7 +10,22 @@ import torch
 from sourcetracing.components import FRONTENDS
 from sourcetracing.features.frontends import FrontEnd, FrontEndError, to_device
 
-STFT_DEFAULTS = {"n_fft": 512, "win_length": 320, "hop_length": 160}
+STFT_DEFAULTS = {"n_fft": 512, "win_length": 320, "hop_length": 160, "level": "none"}
+LEVELS = ("none", "rms")
+TARGET_RMS = 0.05  # about -26 dBFS: the level every clip is brought to with ``level: rms``
+
+
+def normalise_level(waves: torch.Tensor, target_rms: float = TARGET_RMS) -> torch.Tensor:
+    """Each waveform scaled to the same root-mean-square level (silent rows are left as they are).
+
+    A clip played 20 dB quieter gives the same features afterwards:
+
+    >>> w = torch.randn(1, 1600)
+    >>> bool(torch.allclose(normalise_level(w), normalise_level(0.1 * w), atol=1e-6))
+    True
+    """
+    rms = waves.pow(2).mean(dim=-1, keepdim=True).sqrt()
+    return torch.where(rms > 1e-8, waves * (target_rms / rms.clamp_min(1e-8)), waves)
 
 
 def linear_filterbank(n_filters: int, n_fft: int) -> torch.Tensor:
@@ -61,7 +76,10 @@ class SpectralFrontEnd(FrontEnd):
         n_coeffs: int | None,
         use_deltas: bool,
         device: torch.device,
+        level: str = "none",
     ):
+        if level not in LEVELS:
+            raise FrontEndError(f"frontend.{name}.level must be one of {LEVELS}, got {level!r}")
         if win_length > n_fft:
             raise FrontEndError(
                 f"frontend.{name}.win_length ({win_length}) must not exceed frontend.{name}.n_fft ({n_fft})"
@@ -73,6 +91,7 @@ class SpectralFrontEnd(FrontEnd):
         self.filterbank = filterbank.to(device)
         self.dct = dct_matrix(filterbank.shape[0], n_coeffs).to(device) if n_coeffs else None
         self.use_deltas = use_deltas and n_coeffs is not None
+        self.level = level
 
     @property
     def dim(self) -> int:
@@ -85,6 +104,8 @@ class SpectralFrontEnd(FrontEnd):
     @torch.inference_mode()
     def __call__(self, waves: torch.Tensor) -> torch.Tensor:
         waves = to_device(waves, self.device)
+        if self.level == "rms":
+            waves = normalise_level(waves)
         spec = torch.stft(
             waves,
             n_fft=self.n_fft,
@@ -112,7 +133,7 @@ def build_lfcc(settings: Mapping, device: torch.device, sample_rate: int) -> Spe
     fb = linear_filterbank(int(settings["n_filters"]), n_fft)
     return SpectralFrontEnd(
         "lfcc", fb, n_fft, int(settings["win_length"]), int(settings["hop_length"]),
-        int(settings["n_coeffs"]), bool(settings["deltas"]), device,
+        int(settings["n_coeffs"]), bool(settings["deltas"]), device, str(settings["level"]),
     )  # fmt: skip
 
 
@@ -126,5 +147,6 @@ def build_logmel(settings: Mapping, device: torch.device, sample_rate: int) -> S
         librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=int(settings["n_mels"]))
     ).float()
     return SpectralFrontEnd(
-        "logmel", fb, n_fft, int(settings["win_length"]), int(settings["hop_length"]), None, False, device
-    )
+        "logmel", fb, n_fft, int(settings["win_length"]), int(settings["hop_length"]), None, False, device,
+        str(settings["level"]),
+    )  # fmt: skip
