@@ -11,17 +11,15 @@ from corpus_fixtures import write_musan, write_rirs
 
 from sourcetracing.data import transforms
 from sourcetracing.data.augment import Augmenter, reverberate, snr_db
+from sourcetracing.data.codecs import align_to, encode, encoded_bitrate_kbps
 from sourcetracing.data.transforms import (
     DEFAULT_CONDITIONS,
     TRANSFORMS,
     Condition,
     TransformError,
-    align_to,
     build_conditions,
     codec_roundtrip,
     condition_rng,
-    encode,
-    encoded_bitrate_kbps,
     register_transform,
 )
 

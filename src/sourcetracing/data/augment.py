@@ -11,7 +11,7 @@ reproduces the same feature store::
 Babble ("speech") sums 3-8 MUSAN speech segments, each at its own SNR drawn from the speech range
 relative to the clean clip (the recipe the original followed); noise and music add one segment at
 one SNR. "codec" encodes and decodes the clip with a random codec and setting (``codec_choices``,
-through ``sourcetracing.data.transforms``); it needs no corpus.
+through ``sourcetracing.data.codecs``); it needs no corpus.
 
 Layouts read: ``<musan>/{noise,music,speech}/**/*.wav`` and ``<rirs>/simulated_rirs/**/*.wav``.
 """
@@ -28,6 +28,7 @@ import numpy as np
 from scipy.signal import fftconvolve
 
 from sourcetracing.data.audio import AudioError, audio_info, crop_or_pad, load_audio
+from sourcetracing.data.codecs import codec_roundtrip
 from sourcetracing.errors import DataError
 
 # Stable stream ids: the random draws of a version do not depend on the order of the version list.
@@ -265,8 +266,6 @@ class Augmenter:
 
     def _codec(self, clean: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
         """Encode and decode with a random codec (uniform), each setting drawn from its list."""
-        from sourcetracing.data.transforms import codec_roundtrip  # transforms imports this module
-
         codecs = sorted(self.codec_choices)
         if not codecs:
             raise AugmentError("augmentation 'codec' needs at least one codec in codec_choices")
