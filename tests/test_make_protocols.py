@@ -13,8 +13,8 @@ import pytest
 import soundfile as sf
 
 from sourcetracing.config import load_config
+from sourcetracing.data.mlaad_meta import V5_META_COLUMNS
 from sourcetracing.data.mlaad_release import (
-    V5_META_COLUMNS,
     ReleaseError,
     SplitOptions,
     extend_protocols,

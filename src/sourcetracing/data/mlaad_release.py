@@ -53,7 +53,6 @@ import csv
 import logging
 import os
 import shutil
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -61,23 +60,12 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
+from sourcetracing.data.mlaad_meta import META_FILE, ReleaseError, read_meta
 from sourcetracing.data.protocols import FINE_CELLS, FINE_DIR, fine_file_name, read_protocol
-from sourcetracing.errors import DataError, WouldOverwriteError
+from sourcetracing.errors import WouldOverwriteError
 
 log = logging.getLogger(__name__)
 
-META_FILE = "meta.csv"
-V5_META_COLUMNS = (
-    "path",
-    "original_file",
-    "language",
-    "is_original_language",
-    "duration",
-    "training_data",
-    "model_name",
-    "architecture",
-    "transcript",
-)
 LAYOUTS = ("auto", "tree", "hf")
 SPLITS = ("train", "dev", "eval")
 ROLES = ("known", "dev_unseen", "eval_unseen")
@@ -93,10 +81,6 @@ SUMMARY_COLUMNS = [
     "languages",
     "unseen_languages",
 ]
-
-
-class ReleaseError(DataError):
-    """An MLAAD release folder or its metadata cannot be used, or the split options do not fit it."""
 
 
 @dataclass
@@ -170,55 +154,6 @@ def resolve_root(root: str | Path, layout: str = "auto") -> tuple[Path, str]:
         )
         layout = "hf" if hf_marks else "tree"
     return root, layout
-
-
-def _raise_field_limit() -> None:
-    """Transcripts can exceed the csv module's default field size."""
-    limit = sys.maxsize
-    while True:
-        try:
-            csv.field_size_limit(limit)
-            return
-        except OverflowError:
-            limit //= 10
-
-
-def read_meta(path: str | Path) -> tuple[list[str], list[dict[str, str]]]:
-    """Read one ``meta.csv``: its header and rows (dicts of stripped strings).
-
-    The separator is the header's (``|``, tab or ``,``); pipe and tab files are read without
-    quoting. A row with more fields than the header has separators inside its transcript: the
-    fields before ``transcript`` are taken from the left, those after it from the right.
-    """
-    path = Path(path)
-    _raise_field_limit()
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise ReleaseError(f"{path}: not UTF-8 text ({err})") from err
-    lines = text.splitlines()
-    if not lines or not lines[0].strip():
-        raise ReleaseError(f"{path}: empty metadata file")
-    first = lines[0]
-    delimiter = "|" if "|" in first else "\t" if "\t" in first else ","
-    if delimiter == ",":
-        reader = csv.reader(lines)
-    else:
-        reader = csv.reader(lines, delimiter=delimiter, quoting=csv.QUOTE_NONE)
-    header = [h.strip() for h in next(reader)]
-    if "path" not in header:
-        raise ReleaseError(f"{path}: no 'path' column in the header {header} (separator {delimiter!r})")
-    t = header.index("transcript") if "transcript" in header else None
-    rows = []
-    for fields in reader:
-        if not any(f.strip() for f in fields):
-            continue
-        if len(fields) > len(header) and t is not None:
-            after = len(header) - t - 1
-            middle = fields[t : len(fields) - after]
-            fields = [*fields[:t], delimiter.join(middle), *fields[len(fields) - after :]]
-        rows.append({name: (fields[i].strip() if i < len(fields) else "") for i, name in enumerate(header)})
-    return header, rows
 
 
 def _wav_names(folder: Path) -> list[str]:

@@ -29,12 +29,14 @@ from __future__ import annotations
 import csv
 import logging
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
+from sourcetracing.data.mlaad_meta import META_FILE, read_meta
 from sourcetracing.errors import DataError, MissingInputError
 from sourcetracing.layout import LABEL_ASSIGNMENT, LABEL_MAP
 
@@ -392,10 +394,6 @@ def architectures_from_meta(root: str | Path, frames: Iterable[pd.DataFrame]) ->
 
     A system's architecture is the one most of its metadata rows name (the folder's file is read once).
     """
-    from collections import Counter
-
-    from sourcetracing.data.mlaad_release import META_FILE, read_meta
-
     folders: dict[str, set[str]] = {}
     for df in frames:
         for path, system in zip(df["path"], df["model_name"], strict=True):
