@@ -3,6 +3,7 @@ learning, one checkpoint layout, exact resume, determinism, no silent overwrite,
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import subprocess
@@ -187,10 +188,18 @@ def test_label_map_mismatch_is_clear(toy) -> None:
         load_model(system.best, "cpu", expected_label_map=other)
 
 
+def script_main(path: str):
+    """The ``main`` of a step script (what ``python <path>`` runs), loaded in this process."""
+    spec = importlib.util.spec_from_file_location(f"step_{Path(path).stem}", ROOT / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
 def test_missing_features_names_the_step(tmp_path, capsys) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(f"exp_dir: {tmp_path / 'e'}\nfrontend: {{name: lfcc}}\ndevice: cpu\n")
-    code = classifier.main(["--config", str(path)])
+    code = script_main("train_refd.py")(["--config", str(path)])
     err = capsys.readouterr().err
     assert code == 1
     assert err.startswith("error:") and "preprocess_dataset.py" in err and len(err.strip().splitlines()) == 1

@@ -36,6 +36,7 @@ from sourcetracing.ood.scorers import (
     scorer_options,
 )
 from sourcetracing.provenance import atomic_dir, step_lock, write_manifest
+from sourcetracing.systems.export import read_outputs
 from sourcetracing.systems.outputs import SystemOutputs
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,6 @@ FRAME_COLUMNS = ["clip_id", "model_name", "label", "known", "language", "languag
 
 def load_outputs(cfg: Config, system: str) -> SystemOutputs:
     """The system's outputs, checked for staleness against what made them (when that is at hand)."""
-    from sourcetracing.systems.export import read_outputs
-
     return read_outputs(cfg, system)
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -29,27 +28,15 @@ from sourcetracing.features.store import FeatureStore, store_dir
 from sourcetracing.features.windows import average_over_windows, stored_windows
 from sourcetracing.layout import ExperimentLayout
 from sourcetracing.provenance import require_same, step_lock
-from sourcetracing.systems.outputs import KEY_COLUMNS, SplitOutputs, SystemOutputs, split_order
+from sourcetracing.systems.outputs import (
+    SplitOutputs,
+    SystemOutputs,
+    output_rows,
+    record_pass,
+    split_order,
+)
 from sourcetracing.training.checkpoint import checkpoint_id, load_model
 from sourcetracing.training.data import experiment_label_map, labelled, predict
-
-PASS_LOG = "SOURCETRACING_PASS_LOG"
-
-
-def record_pass(system: str, split: str, rows: int) -> None:
-    """Append one line per model pass over a split to ``$SOURCETRACING_PASS_LOG`` (when set)."""
-    path = os.environ.get(PASS_LOG)
-    if path:
-        with open(path, "a") as fh:
-            fh.write(f"{system}\t{split}\t{rows}\n")
-
-
-def output_rows(rows: pd.DataFrame) -> pd.DataFrame:
-    """The key columns of exported rows (plus ``version`` where a split holds several)."""
-    cols = list(KEY_COLUMNS)
-    if "version" in rows and rows["version"].nunique() > 1:
-        cols.append("version")
-    return rows[cols].reset_index(drop=True)
 
 
 def _store_splits(cfg: Config, store: FeatureStore, label_map) -> dict[str, pd.DataFrame]:
@@ -125,8 +112,7 @@ def export_ge2e(
     cfg: Config, device: torch.device | None = None, checkpoint: str | Path | None = None
 ) -> Path:
     """Embeddings of the trained GE2E encoder for every split (clean clips; train: the known systems)."""
-    from sourcetracing.training.ge2e import SYSTEM, embed_rows
-    from sourcetracing.training.ge2e_data import build_source
+    from sourcetracing.training.ge2e_data import SYSTEM, build_source, embed_rows
 
     device = device or resolve_device(cfg.device)
     layout = ExperimentLayout.of(cfg)

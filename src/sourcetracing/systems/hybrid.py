@@ -37,9 +37,8 @@ from sourcetracing.layout import ExperimentLayout
 from sourcetracing.models.hybrid import GatedHybrid, hybrid_loss
 from sourcetracing.progress import progress
 from sourcetracing.provenance import data_digest, file_digest, step_lock
-from sourcetracing.systems.export import output_rows, record_pass
 from sourcetracing.systems.mfcc import compute_statistics
-from sourcetracing.systems.outputs import SplitOutputs, SystemOutputs
+from sourcetracing.systems.outputs import SplitOutputs, SystemOutputs, output_rows, record_pass
 from sourcetracing.systems.stats import stats_settings
 
 SYSTEM = "hybrid"  # the default name (``hybrid.name``)

@@ -42,8 +42,7 @@ from sourcetracing.layout import ExperimentLayout
 from sourcetracing.ood.scorers import LOG_PROBABILITIES
 from sourcetracing.progress import progress
 from sourcetracing.provenance import data_digest, file_digest, step_lock
-from sourcetracing.systems.export import output_rows, record_pass
-from sourcetracing.systems.outputs import SplitOutputs, SystemOutputs
+from sourcetracing.systems.outputs import SplitOutputs, SystemOutputs, output_rows, record_pass
 from sourcetracing.systems.utterance_features import clip_statistics, statistic_names
 
 SYSTEM = "mfcc"

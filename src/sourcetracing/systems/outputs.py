@@ -22,6 +22,7 @@ from ``class_names`` and the train rows.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,11 +37,28 @@ KEY_COLUMNS = ["clip_id", "path", "model_name", "label", "known", "language", "l
 ARRAYS = ("embeddings", "logits")
 SCORE_PREFIX = "score_"
 SPLIT_ORDER = {"train": 0, "dev": 1, "eval": 2}
+PASS_LOG = "SOURCETRACING_PASS_LOG"
 
 
 def split_order(names) -> list[str]:
     """Splits in pipeline order (train, dev, eval, then others by name)."""
     return sorted(names, key=lambda s: (SPLIT_ORDER.get(s, 3), s))
+
+
+def record_pass(system: str, split: str, rows: int) -> None:
+    """Append one line per model pass over a split to ``$SOURCETRACING_PASS_LOG`` (when set)."""
+    path = os.environ.get(PASS_LOG)
+    if path:
+        with open(path, "a") as fh:
+            fh.write(f"{system}\t{split}\t{rows}\n")
+
+
+def output_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The key columns of exported rows (plus ``version`` where a split holds several)."""
+    cols = list(KEY_COLUMNS)
+    if "version" in rows and rows["version"].nunique() > 1:
+        cols.append("version")
+    return rows[cols].reset_index(drop=True)
 
 
 @dataclass

@@ -41,8 +41,7 @@ from sourcetracing.errors import ConfigError, DataError
 from sourcetracing.layout import ExperimentLayout
 from sourcetracing.progress import progress
 from sourcetracing.provenance import data_digest, step_lock
-from sourcetracing.systems.export import output_rows, record_pass
-from sourcetracing.systems.outputs import SplitOutputs, SystemOutputs
+from sourcetracing.systems.outputs import SplitOutputs, SystemOutputs, output_rows, record_pass
 
 SYSTEM = "pooled"
 SCORER = "knn"

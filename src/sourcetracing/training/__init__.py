@@ -1,5 +1,6 @@
-"""Training of the closed-set classifier (AASIST) and its known-system evaluation.
+"""Training of the closed-set classifier (AASIST) and of the GE2E encoder, with one training loop.
 
-``refd.main`` backs ``train_refd.py``; ``evaluate.main`` backs ``scripts/get_classification_metrics.py``;
-``checkpoint`` saves and loads models as plain data (``torch.load(weights_only=True)``).
+``classifier.train_classifier`` backs ``train_refd.py``; ``ge2e.train_ge2e`` backs ``train_ge2e.py``;
+``loop`` is the loop both use; ``checkpoint`` saves and loads models as plain data
+(``torch.load(weights_only=True)``).
 """

@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from sourcetracing.cli import run, step_parser
 from sourcetracing.components import MODELS
 from sourcetracing.config import Config, component_settings, resolve_device, save_resolved
 from sourcetracing.distributed import DistInfo, cleanup, die_with_parent, init_distributed, rank_device
@@ -33,6 +32,7 @@ from sourcetracing.features.store import FeatureDataset, FeatureStore, collate_b
 from sourcetracing.layout import ExperimentLayout
 from sourcetracing.metrics import classification_metrics
 from sourcetracing.provenance import step_lock
+from sourcetracing.systems.export import export_classifier
 from sourcetracing.training.data import experiment_label_map, known_rows, predict, train_rows
 from sourcetracing.training.loop import Recipe, Task, Trainer
 
@@ -209,24 +209,7 @@ def train_classifier(cfg: Config, resume: bool = False, force: bool = False, exp
                     task.label_map.write(cfg.exp_dir)
             best = trainer.run()
             if export and info.is_main:
-                from sourcetracing.systems.export import export_classifier
-
                 export_classifier(cfg, device=device)
             return best
     finally:
         cleanup(info)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = step_parser("train_refd.py", __doc__)
-    parser.add_argument("--resume", action="store_true", help="continue from trained_models/last.pt")
-    parser.add_argument(
-        "--force", action="store_true", help="start over, deleting an earlier run of this system"
-    )
-    parser.add_argument("--no-export", action="store_true", help="do not export the outputs after training")
-
-    def body(cfg: Config, args) -> int:
-        train_classifier(cfg, args.resume, args.force, not args.no_export)
-        return 0
-
-    return run(parser, argv, body)

@@ -24,62 +24,27 @@ import torch
 from sklearn.metrics import accuracy_score, f1_score
 from torch.utils.data import DataLoader
 
-from sourcetracing.cli import run, step_parser
 from sourcetracing.config import Config, component_settings, resolve_device, save_resolved
 from sourcetracing.data.samplers import ClassBalancedBatchSampler
 from sourcetracing.distributed import DistInfo, cleanup, die_with_parent, init_distributed, rank_device
 from sourcetracing.layout import ExperimentLayout
 from sourcetracing.models.ge2e import GE2ELoss, GE2EModel, build_encoder, build_loss, encoder_config
 from sourcetracing.ood.scorers import centroid_similarities, class_centroids
-from sourcetracing.progress import progress
 from sourcetracing.provenance import step_lock
-from sourcetracing.training.ge2e_data import ClipSource, build_source, subsample_per_system
+from sourcetracing.systems.export import export_ge2e
+from sourcetracing.training.ge2e_data import (
+    SYSTEM,
+    ClipSource,
+    build_source,
+    collate_pairs,
+    embed_rows,
+    subsample_per_system,
+)
 from sourcetracing.training.loop import Recipe, Task, Trainer
 
 log = logging.getLogger(__name__)
 
-SYSTEM = "ge2e"
 DEV_LOSS_STEPS = 10
-
-
-def collate_pairs(batch):
-    xs, labels = zip(*batch, strict=True)
-    return torch.stack(xs), torch.tensor(labels)
-
-
-@torch.no_grad()
-def embed_rows(
-    encoder: torch.nn.Module,
-    source: ClipSource,
-    rows,
-    device: torch.device,
-    batch_size: int,
-    num_workers: int = 0,
-    desc: str = "embeddings",
-    show_progress: bool = True,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings ``[n_valid, E]`` of the rows and the mask of rows kept (unreadable audio is dropped)."""
-    was_training = encoder.training
-    encoder.eval()
-    loader = DataLoader(
-        source.dataset(rows, train=False),
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        worker_init_fn=die_with_parent if num_workers else None,
-        collate_fn=collate_pairs,
-    )
-    parts, valid = [], []
-    for x, _ in progress(loader, show=show_progress, desc=desc, leave=False):
-        ok = ~torch.isnan(x.flatten(1)).any(dim=1)
-        valid.append(ok.numpy())
-        if ok.any():
-            parts.append(encoder(x[ok].to(device)).float().cpu().numpy())
-    encoder.train(was_training)
-    dim = int(getattr(encoder, "embedding_dim", 0))
-    emb = np.concatenate(parts) if parts else np.zeros((0, dim), dtype=np.float32)
-    mask = np.concatenate(valid) if valid else np.zeros(0, dtype=bool)
-    return emb.astype(np.float32), mask
 
 
 class GE2ETask(Task):
@@ -263,31 +228,10 @@ def train_ge2e(cfg: Config, resume: bool = False, force: bool = False, export: b
                     task.label_map.write(cfg.exp_dir)
             best = trainer.run()
             if export and info.is_main:
-                from sourcetracing.systems.export import export_ge2e
-
                 export_ge2e(cfg, device=device)
             return best
     finally:
         cleanup(info)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = step_parser("train_ge2e.py", __doc__)
-    parser.add_argument("--resume", action="store_true", help="continue from ge2e/trained_models/last.pt")
-    parser.add_argument("--force", action="store_true", help="start over, deleting an earlier GE2E run")
-    parser.add_argument("--no-eval", action="store_true", help="skip the evaluation after training")
-
-    def body(cfg: Config, args) -> int:
-        import os
-
-        train_ge2e(cfg, args.resume, args.force)
-        if int(os.environ.get("RANK", "0")) == 0 and not args.no_eval:
-            from sourcetracing.judge import judge_system
-
-            judge_system(cfg, SYSTEM)
-        return 0
-
-    return run(parser, argv, body)
-
-
-__all__ = ["GE2ETask", "component_settings", "embed_rows", "main", "train_ge2e"]
+__all__ = ["SYSTEM", "GE2ETask", "component_settings", "embed_rows", "train_ge2e"]

@@ -2,7 +2,8 @@
 
 :func:`build_source` returns a :class:`ClipSource` with the train rows used for training (all
 stored versions for a features encoder), the clean rows of every split for export, the label
-map, and a ``dataset(rows, train)`` factory whose items are ``(tensor, label)``.
+map, and a ``dataset(rows, train)`` factory whose items are ``(tensor, label)``. :func:`embed_rows`
+runs an encoder over rows of a source (the dev check during training, the export of embeddings).
 """
 
 from __future__ import annotations
@@ -14,18 +15,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from sourcetracing.components import ENCODERS
 from sourcetracing.config import Config
 from sourcetracing.data.audio import AudioError, clip_samples, crop_or_pad, load_audio
 from sourcetracing.data.protocols import LabelMap
+from sourcetracing.distributed import die_with_parent
 from sourcetracing.features.store import FeatureDataset, FeatureStore, MissingFeaturesError
+from sourcetracing.progress import progress
 from sourcetracing.systems.outputs import split_order
 from sourcetracing.training.data import experiment_label_map, labelled
 
 log = logging.getLogger(__name__)
 
+SYSTEM = "ge2e"
 EVAL_VERSION = "original"
 
 
@@ -159,3 +163,43 @@ def subsample_per_system(rows: pd.DataFrame, per_system: int, seed: int) -> pd.D
         for _, grp in rows.groupby("model_name", sort=True)
     ]
     return pd.concat(parts).sort_index()
+
+
+def collate_pairs(batch):
+    xs, labels = zip(*batch, strict=True)
+    return torch.stack(xs), torch.tensor(labels)
+
+
+@torch.no_grad()
+def embed_rows(
+    encoder: torch.nn.Module,
+    source: ClipSource,
+    rows,
+    device: torch.device,
+    batch_size: int,
+    num_workers: int = 0,
+    desc: str = "embeddings",
+    show_progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings ``[n_valid, E]`` of the rows and the mask of rows kept (unreadable audio is dropped)."""
+    was_training = encoder.training
+    encoder.eval()
+    loader = DataLoader(
+        source.dataset(rows, train=False),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        worker_init_fn=die_with_parent if num_workers else None,
+        collate_fn=collate_pairs,
+    )
+    parts, valid = [], []
+    for x, _ in progress(loader, show=show_progress, desc=desc, leave=False):
+        ok = ~torch.isnan(x.flatten(1)).any(dim=1)
+        valid.append(ok.numpy())
+        if ok.any():
+            parts.append(encoder(x[ok].to(device)).float().cpu().numpy())
+    encoder.train(was_training)
+    dim = int(getattr(encoder, "embedding_dim", 0))
+    emb = np.concatenate(parts) if parts else np.zeros((0, dim), dtype=np.float32)
+    mask = np.concatenate(valid) if valid else np.zeros(0, dtype=bool)
+    return emb.astype(np.float32), mask
