@@ -5,15 +5,56 @@ python scripts/summarize_results.py --config configs/demo.yaml              # ->
 python scripts/summarize_results.py --exp exp/demo_s0 exp/demo_s1 exp/demo_s2 --out exp/seeds.md   # mean ± sd
 """
 
+import argparse
 import sys
+from pathlib import Path
 
 try:
-    from sourcetracing.summary import main
+    from sourcetracing import summary
+    from sourcetracing.cli import announce_config, report_error
+    from sourcetracing.config import load_config
+    from sourcetracing.errors import SourceTracingError
 except ModuleNotFoundError as err:
     sys.exit(
         f"error: {err.name} is not importable from {sys.executable}; run `make install` and use "
         ".venv/bin/python (or ./run.sh, which finds it)"
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=summary.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", default=None, help="experiment YAML (its exp_dir is summarised)")
+    parser.add_argument("--exp", nargs="+", default=None, help="experiment folder(s); several = mean ± sd")
+    parser.add_argument("--out", type=Path, default=None, help="markdown file (default <exp_dir>/summary.md)")
+    parser.add_argument(
+        "--twins", type=Path, default=None,
+        help="a demo corpus's corpus_summary.csv: adds the near-twin table (default: the one beside data.root, if any)",
+    )  # fmt: skip
+    parser.add_argument("overrides", nargs="*", default=[])
+    args = parser.parse_args(argv)
+    try:
+        twins_file = args.twins
+        if args.exp:
+            dirs = [Path(e) for e in args.exp]
+        else:
+            cfg = load_config(args.config or "configs/refd_mlaad.yaml", args.overrides)
+            announce_config(cfg, args.config, args.overrides)
+            dirs = [Path(cfg.exp_dir)]
+            beside = Path(cfg.data.root).parent / "corpus_summary.csv"
+            twins_file = twins_file or (beside if beside.is_file() else None)
+        out = args.out or (dirs[0] / "summary.md" if len(dirs) == 1 else None)
+        table, text = summary.summarize(dirs, out, summary.read_twins(twins_file) if twins_file else None)
+    except SourceTracingError as err:
+        return report_error(err)
+    print(text)
+    if table.empty:
+        return 1
+    if out:
+        print(f"summary written to {out}")
+    return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -3,6 +3,7 @@ as the toolkit's own OOD step, to the last digit, and one clear line for every i
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -18,7 +19,6 @@ from sourcetracing.judge import known_class_metrics, ood_step
 from sourcetracing.score_files import (
     KEY_FILE_COLUMNS,
     evaluate_scores,
-    main,
     read_key,
     read_scores,
     write_key,
@@ -29,6 +29,16 @@ REPO = Path(__file__).resolve().parents[1]
 KNOWN = ["sys/a", "sys/b", "sys/c"]
 UNSEEN = ["other/x", "other/z"]
 PLAN = {"train": (KNOWN, 10), "dev": ([*KNOWN, "other/x"], 8), "eval": ([*KNOWN, *UNSEEN], 8)}
+
+
+def evaluate_scores_main():
+    """The ``main`` of ``scripts/evaluate_scores.py``, loaded in this process."""
+    spec = importlib.util.spec_from_file_location(
+        "script_evaluate_scores", REPO / "scripts" / "evaluate_scores.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
 
 
 def _clip(split: str, system: str, i: int) -> str:
@@ -203,7 +213,7 @@ def test_bad_score_files_are_one_clear_line(judged, tmp_path, capsys) -> None:
     with pytest.raises(DataError, match="differ from those of"):
         read_scores([dup, _write(tmp_path / "other.tsv", f"clip_id\tt\n{second}\t1\n")])
     # the script: one line on stderr, exit code 1
-    assert main(["--scores", str(text), "--key", str(key), "--out", str(tmp_path)]) == 1
+    assert evaluate_scores_main()(["--scores", str(text), "--key", str(key), "--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "model_name" in err[0]
 
