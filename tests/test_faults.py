@@ -127,6 +127,14 @@ def script_main(name: str) -> Callable[[list[str]], int]:
     return module.main
 
 
+def train_refd_main(argv: list[str]) -> int:
+    """What ``python train_refd.py <argv>`` runs (the step script at the repository root), in this process."""
+    spec = importlib.util.spec_from_file_location("step_train_refd", REPO / "train_refd.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(argv)
+
+
 def call(main: Callable[[list[str]], int], argv: list, capsys) -> tuple[int, list[str], str]:
     """Run a script's ``main`` in this process: ``(exit code, stderr lines, stdout)``."""
     code = main([str(a) for a in argv])
@@ -273,7 +281,7 @@ def test_corrected_labels_relabel_the_index_and_reuse_the_features(reference, tm
     old_index = FeatureStore(store).index
     corrected = set_system(exp.protocol("train"), "tts_models/en/ljspeech/vits", slice(0, 4))
     # training on the store built from the old labels names the step that relabels it
-    code, err, _ = call(classifier.main, ["--config", config, "--force"], capsys)
+    code, err, _ = call(train_refd_main, ["--config", config, "--force"], capsys)
     line = one_error_line(err)
     assert code == 3 and "train.csv" in line and "preprocess_dataset.py" in line
     assert snapshot(aasist.root) == trained  # --force deleted nothing
@@ -296,7 +304,7 @@ def test_corrected_labels_relabel_the_index_and_reuse_the_features(reference, tm
         and "feature store changed" in line
         and "train_refd.py --config <your config> --force" in line
     )
-    code, err, _ = call(classifier.main, ["--config", config, "--resume"], capsys)
+    code, err, _ = call(train_refd_main, ["--config", config, "--resume"], capsys)
     assert code == 3 and "--force" in one_error_line(err)
     assert snapshot(aasist.root) == trained
 
@@ -315,7 +323,7 @@ def test_a_renamed_system_reaches_the_index_and_label_map_and_training_names_the
     label_map = pd.read_csv(layout.label_map)
     assert "griffin_lim_v2" in set(label_map["system"]) and SYSTEM not in set(label_map["system"])
     assert "griffin_lim_v2" in layout.label_assignment.read_text()
-    code, err, _ = call(classifier.main, ["--config", config, "--force"], capsys)
+    code, err, _ = call(train_refd_main, ["--config", config, "--force"], capsys)
     assert code == 3 and "preprocess_dataset.py" in one_error_line(err)
     # after the step the index holds the new name (and the features are reused)
     assert call(preprocess, ["--config", config], capsys)[0] == 0
@@ -323,7 +331,7 @@ def test_a_renamed_system_reaches_the_index_and_label_map_and_training_names_the
     assert "griffin_lim_v2" in set(index["model_name"]) and SYSTEM not in set(index["model_name"])
     assert snapshot(*store_dir(exp.cfg).glob("shards/*.npy")) == arrays
     # resuming the model trained on the old label map: refused, naming what to do
-    code, err, _ = call(classifier.main, ["--config", config, "--resume"], capsys)
+    code, err, _ = call(train_refd_main, ["--config", config, "--resume"], capsys)
     line = one_error_line(err)
     assert code == 3 and "label map changed" in line and "griffin_lim_v2" in line and "--force" in line
     assert snapshot(aasist.root) == trained
@@ -339,7 +347,7 @@ def test_a_store_killed_while_its_shards_change_never_serves_the_old_index(
     # shards of the new plan replaced old ones: the old index must not be read over them
     with pytest.raises(MissingFeaturesError, match="preprocess_dataset.py"):
         FeatureStore.for_config(exp.cfg)
-    code, err, _ = call(classifier.main, ["--config", exp.config_path, "--resume"], capsys)
+    code, err, _ = call(train_refd_main, ["--config", exp.config_path, "--resume"], capsys)
     assert code == 1 and "preprocess_dataset.py" in one_error_line(err)
     run_extraction(exp.cfg)  # the first shard size again: the uninterrupted run's store
     same_store(store_dir(exp.cfg), store_dir(reference.cfg))
@@ -515,7 +523,7 @@ def test_protocol_paths_outside_the_data_root_fail_the_check_and_extraction(
 )
 def test_bad_training_settings_are_one_line_naming_the_key(reference, tmp_path, capsys, override, message):
     argv = ["--config", reference.config_path, f"exp_dir={tmp_path / 'exp'}", override]
-    code, err, _ = call(classifier.main, argv, capsys)
+    code, err, _ = call(train_refd_main, argv, capsys)
     assert code == 2 and one_error_line(err).startswith(f"error: {message}")
     assert not (tmp_path / "exp").exists()
 
@@ -632,7 +640,7 @@ def test_killed_steps_rerun_to_the_uninterrupted_results(reference, tmp_path, ca
     (half_written,) = leftovers(exp.root)
     assert half_written.name.startswith(".last.pt.tmp")
     assert read_checkpoint(aasist.last)["epoch"] == 1
-    assert call(classifier.main, ["--config", config, "--resume"], capsys)[0] == 0
+    assert call(train_refd_main, ["--config", config, "--resume"], capsys)[0] == 0
     same_training(aasist, reference.aasist)
     outputs_id = [
         json.loads((s.outputs / "manifest.json").read_text())["id"] for s in (aasist, reference.aasist)
