@@ -16,5 +16,8 @@ FRONTENDS = Registry(
 MODELS = Registry("model", "model.name", ["sourcetracing.models.aasist"])
 ENCODERS = Registry("GE2E encoder", "ge2e.encoder.name", ["sourcetracing.models.ge2e"])
 SCORERS = Registry("OOD scorer", "ood.scorers", ["sourcetracing.ood.scorers"])
+# one class per system kind (sourcetracing.systems.handle.SystemKind), one file each in systems/kinds/;
+# a system's kind is the ``task`` its outputs' meta.json records
+SYSTEM_KINDS = Registry("system kind", "the outputs' meta.json 'task'", ["sourcetracing.systems.kinds"])
 
-__all__ = ["ENCODERS", "FRONTENDS", "MODELS", "SCORERS"]
+__all__ = ["ENCODERS", "FRONTENDS", "MODELS", "SCORERS", "SYSTEM_KINDS"]

@@ -41,6 +41,13 @@ THRESHOLDS = "thresholds.json"  # ood_step/: per scorer the dev threshold, calib
 OOD_SUMMARY = "ood_summary.csv"  # ood_step/: one row per scorer x split x subset
 KNOWN_METRICS = "metrics.json"  # results/: known-class metrics per split
 OUTPUTS_META = "meta.json"  # outputs/: system, class names, what it exports
+TEMPERATURE = "calibration.json"  # results/: the closed-set temperature fitted on dev
+SCORER_STATE = "scorer_{}.npz"  # ood_step/: one fitted scorer's state (Scorer.save)
+
+
+def scorer_state_file(scorer: str) -> str:
+    """The file name of a fitted scorer's state inside an OOD step folder (``scorer_<name>.npz``)."""
+    return SCORER_STATE.format(scorer)
 
 
 @dataclass(frozen=True)
@@ -78,8 +85,16 @@ class SystemLayout:
         return self.root / "outputs"
 
     @property
+    def outputs_meta(self) -> Path:
+        return self.outputs / OUTPUTS_META
+
+    @property
     def results(self) -> Path:
         return self.root / "results"
+
+    @property
+    def temperature(self) -> Path:
+        return self.results / TEMPERATURE
 
     @property
     def known_metrics(self) -> Path:
@@ -96,6 +111,24 @@ class SystemLayout:
     @property
     def ood_summary(self) -> Path:
         return self.ood / OOD_SUMMARY
+
+    @property
+    def ood_manifest(self) -> Path:
+        return self.ood / MANIFEST
+
+    def scorer_state(self, scorer: str) -> Path:
+        """Where the OOD step saved the fitted state of ``scorer``."""
+        return self.ood / scorer_state_file(scorer)
+
+    def scorer_states(self) -> dict[str, Path]:
+        """Every fitted scorer state the OOD step saved: scorer name -> file, sorted by name."""
+        prefix, suffix = SCORER_STATE.split("{}")
+        found = sorted(self.ood.glob(SCORER_STATE.format("*"))) if self.ood.is_dir() else []
+        return {p.name[len(prefix) : len(p.name) - len(suffix)]: p for p in found}
+
+    def scores(self, split: str) -> Path:
+        """The OOD step's per-clip scores of one split (one column per scorer)."""
+        return self.ood / f"scores_{split}.tsv"
 
     @property
     def embeddings(self) -> Path:

@@ -31,6 +31,7 @@ import pandas as pd
 
 from sourcetracing.data.protocols import language_of
 from sourcetracing.errors import DataError, MissingInputError
+from sourcetracing.layout import MANIFEST, OUTPUTS_META, ExperimentLayout, SystemLayout
 from sourcetracing.provenance import atomic_dir, machine_description, write_manifest
 
 KEY_COLUMNS = ["clip_id", "path", "model_name", "label", "known", "language", "language_seen", "cell"]
@@ -59,6 +60,83 @@ def output_rows(rows: pd.DataFrame) -> pd.DataFrame:
     if "version" in rows and rows["version"].nunique() > 1:
         cols.append("version")
     return rows[cols].reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class OutputsMeta:
+    """The ``meta.json`` of an outputs folder, typed: what the system is and what it exported.
+
+    The one reader of that file (besides :meth:`SystemOutputs.read`, which uses it): every other
+    module asks this class, never the JSON.
+    """
+
+    folder: Path
+    raw: dict
+
+    @classmethod
+    def read(cls, folder: str | Path, step: str = "the system's training or export step") -> OutputsMeta:
+        """The meta of ``folder``; :class:`MissingInputError` naming ``step`` when it has none."""
+        found = cls.find(folder)
+        if found is None:
+            raise MissingInputError(f"no system outputs in {Path(folder)}: run {step} first")
+        return found
+
+    @classmethod
+    def find(cls, folder: str | Path) -> OutputsMeta | None:
+        """The meta of ``folder``, None when the folder holds no outputs."""
+        path = Path(folder) / OUTPUTS_META
+        if not path.is_file():
+            return None
+        return cls(Path(folder), json.loads(path.read_text()))
+
+    @classmethod
+    def of(cls, sys_layout: SystemLayout) -> OutputsMeta | None:
+        """The meta of a system's outputs (None without outputs)."""
+        return cls.find(sys_layout.outputs)
+
+    def get(self, key: str, default=None):
+        """Any other recorded field (a kind's own record: the fusion's weights, the pooled system's k, ...)."""
+        return self.raw.get(key, default)
+
+    @property
+    def system(self) -> str:
+        return str(self.raw.get("system", self.folder.parent.name))
+
+    @property
+    def task(self) -> str | None:
+        """The system kind that exported the outputs (None: a user's own outputs)."""
+        task = self.raw.get("task")
+        return None if task is None else str(task)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.raw.get("class_names", []))
+
+    @property
+    def has(self) -> set[str]:
+        """What every split carries: ``embeddings``, ``logits`` and/or ``scores``."""
+        return set(self.raw.get("has", []))
+
+    @property
+    def reference(self) -> bool:
+        """A reference system: reported against, never chosen on dev."""
+        return bool(self.raw.get("reference", False))
+
+    @property
+    def machine(self) -> str | None:
+        return self.raw.get("machine") or None
+
+    @property
+    def manifest(self) -> dict:
+        """The outputs' manifest (id and what they were made from); empty when absent."""
+        path = self.folder / MANIFEST
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def systems_with(layout: ExperimentLayout, part: str) -> list[SystemLayout]:
+    """Systems whose exported outputs carry ``part`` (``embeddings``, ``logits`` or ``scores``, as their
+    ``meta.json`` lists under ``has``), sorted by name."""
+    return [s for s in layout.systems() if part in OutputsMeta.read(s.outputs).has]
 
 
 @dataclass
@@ -114,9 +192,9 @@ class SystemOutputs:
 
     @property
     def manifest(self) -> dict:
-        if self.folder is None or not (self.folder / "manifest.json").is_file():
+        if self.folder is None or not (self.folder / MANIFEST).is_file():
             return {}
-        return json.loads((self.folder / "manifest.json").read_text())
+        return json.loads((self.folder / MANIFEST).read_text())
 
     @property
     def outputs_id(self) -> str:
@@ -149,7 +227,7 @@ class SystemOutputs:
                 "splits": {k: len(v.rows) for k, v in self.splits.items()},
                 "machine": self.meta.get("machine") or machine_description(),
             }
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+            (tmp / OUTPUTS_META).write_text(json.dumps(meta, indent=2, default=str))
             manifest = write_manifest(tmp, "outputs", inputs or {}, system=self.system)
         self.folder = folder
         return manifest
@@ -158,10 +236,7 @@ class SystemOutputs:
     def read(cls, folder: str | Path, step: str = "the system's training or export step") -> SystemOutputs:
         """Read and validate an outputs folder."""
         folder = Path(folder)
-        meta_path = folder / "meta.json"
-        if not meta_path.is_file():
-            raise MissingInputError(f"no system outputs in {folder}: run {step} first")
-        meta = json.loads(meta_path.read_text())
+        meta = OutputsMeta.read(folder, step).raw
         class_names = list(meta.get("class_names", []))
         splits = {}
         tsvs = {p.stem: p for p in folder.glob("*.tsv")}
@@ -184,7 +259,7 @@ class SystemOutputs:
             except DataError as err:
                 raise DataError(f"{folder}/{name}: {err}") from None
         if not splits:
-            raise DataError(f"{folder}: meta.json but no <split>.tsv files")
+            raise DataError(f"{folder}: {OUTPUTS_META} but no <split>.tsv files")
         return cls(str(meta.get("system", folder.parent.name)), class_names, splits, meta, folder)
 
 

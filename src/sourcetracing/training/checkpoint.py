@@ -33,7 +33,6 @@ from sourcetracing.data.protocols import LabelMap
 from sourcetracing.errors import MissingInputError
 
 FORMAT = 1
-TASKS = ("classifier", "ge2e")
 
 
 def plain(value: Any) -> Any:
@@ -46,17 +45,21 @@ def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)
 
 
-def build_model(task: str, model_config: Mapping, input_dim: int | None, num_classes: int) -> nn.Module:
-    """The network a checkpoint describes: a registered classifier or a registered GE2E encoder."""
-    from sourcetracing.components import ENCODERS, MODELS
+def trained_kinds() -> list[str]:
+    """The system kinds a checkpoint can hold (its ``task``): those made from a checkpoint."""
+    from sourcetracing.systems.handle import all_kinds
 
-    options = {k: v for k, v in model_config.items() if k != "name"}
-    name = model_config["name"]
-    if task == "classifier":
-        return MODELS.get(name)(input_dim=int(input_dim), num_classes=int(num_classes), **options)
-    if task == "ge2e":
-        return ENCODERS.get(name)(**options)
-    raise ValueError(f"unknown checkpoint task {task!r}; expected one of {TASKS}")
+    return [k.name for k in all_kinds() if k.trained]
+
+
+def build_model(task: str, model_config: Mapping, input_dim: int | None, num_classes: int) -> nn.Module:
+    """The network a checkpoint describes, built by its kind (the checkpoint's ``task``): a registered
+    classifier or a registered GE2E encoder."""
+    from sourcetracing.systems.handle import kind
+
+    if task not in trained_kinds():
+        raise ValueError(f"unknown checkpoint task {task!r}; expected one of {trained_kinds()}")
+    return kind(task).build_network(model_config, input_dim, num_classes)
 
 
 def rng_state() -> dict:
@@ -120,7 +123,7 @@ def read_checkpoint(path: str | Path, step: str = "the training step") -> dict:
     if not path.is_file():
         raise MissingInputError(f"checkpoint not found: {path} (run {step} first)")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if ckpt.get("format") != FORMAT or ckpt.get("task") not in TASKS:
+    if ckpt.get("format") != FORMAT or ckpt.get("task") not in trained_kinds():
         raise MissingInputError(
             f"{path} is not a checkpoint of this toolkit's format {FORMAT}: retrain ({step})"
         )
