@@ -22,7 +22,7 @@ except ModuleNotFoundError as err:
 
 
 def body(cfg, args) -> int:
-    from sourcetracing.systems.export import export_system
+    from sourcetracing.systems.handle import export_system
 
     export_system(cfg, args.system or cfg.model.name, checkpoint=args.checkpoint, n_jobs=args.jobs)
     return 0

@@ -26,7 +26,8 @@ except ModuleNotFoundError as err:
 
 def body(cfg, args) -> int:
     from sourcetracing.errors import ConfigError
-    from sourcetracing.systems.export import export_system, system_config
+    from sourcetracing.layout import ExperimentLayout
+    from sourcetracing.systems.handle import export_system, system_config
 
     system = args.system or cfg.model.name
     if args.feature_extraction_step or args.checkpoint:
@@ -38,7 +39,7 @@ def body(cfg, args) -> int:
     names = [s.strip() for s in args.scorers.split(",") if s.strip()] if args.scorers else None
     summary = ood_step(own, system, names)
     print_ood(system, summary)
-    print(f"OOD report written to {Path(cfg.exp_dir) / system / 'ood_step'}")
+    print(f"OOD report written to {ExperimentLayout.of(cfg).system(system).ood}")
     return 0
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from step_scripts import trace_main
 from test_trace import experiment  # noqa: F401 - the tiny judged experiment (aasist, ge2e, mfcc, stats)
 
 from sourcetracing import trace
@@ -48,7 +49,7 @@ def test_a_bundle_traces_from_another_folder_as_the_experiment(experiment, tmp_p
     assert made.returncode == 0, made.stderr
     clips = [str(c) for c in _clips(corpus)]
     want_csv = tmp_path / "experiment.csv"
-    assert trace.main(["--config", str(corpus.config_path), *clips, "--out", str(want_csv)]) == 0
+    assert trace_main(["--config", str(corpus.config_path), *clips, "--out", str(want_csv)]) == 0
     used = capsys.readouterr().out.split("tracing with ", 1)[1].split(" / ", 1)[0]
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -84,7 +85,7 @@ def test_from_bundle_gives_the_experiment_tracers_decisions(experiment, tmp_path
 def _refused(bundle: Path, capsys) -> str:
     with pytest.raises(BundleError):
         trace.Tracer.from_bundle(bundle)
-    assert trace.main(["--bundle", str(bundle), "clip.wav"]) != 0
+    assert trace_main(["--bundle", str(bundle), "clip.wav"]) != 0
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: ")
     return err

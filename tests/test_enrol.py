@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from corpus_fixtures import UNSEEN_DEV, make_tiny_corpus
+from step_scripts import enroll_main, trace_main
 from toy_store import SMALL_AASIST, SMALL_GE2E
 
 from sourcetracing import enrol, trace
@@ -78,7 +80,7 @@ def test_enrolment_names_the_held_back_system_and_removing_it_restores_every_dec
     every = clips["others"] + clips["rest"]
     before = {s: trace.Tracer.load(cfg, s).trace(every) for s in SYSTEMS}
     argv = ["--config", str(corpus.config_path), f"exp_dir={cfg.exp_dir}"]
-    assert enrol.main([*argv, "--system", NAME, *map(str, clips["enrol"])]) == 0
+    assert enroll_main([*argv, "--system", NAME, *map(str, clips["enrol"])]) == 0
     assert f"enrolled '{NAME}' into aasist (5 clips), ge2e (5 clips)" in capsys.readouterr().out
 
     record = json.loads(layout.enrolled.read_text())["systems"][NAME]
@@ -101,14 +103,14 @@ def test_enrolment_names_the_held_back_system_and_removing_it_restores_every_dec
         assert df["p_unseen"].between(0, 1).all()
     # the script, with overrides before and clips after the options
     out = tmp_path / "traced.csv"
-    assert trace.main([*argv, "--system", "ge2e", "--out", str(out), *map(str, clips["others"])]) == 0
+    assert trace_main([*argv, "--system", "ge2e", "--out", str(out), *map(str, clips["others"])]) == 0
     ge2e = pd.read_csv(out, keep_default_na=False)
     named = (ge2e["predicted"] == NAME) & (ge2e["decision"] == "known")
     assert named.mean() > 0.5, ge2e[["path", "predicted", "ood_score", "decision"]]
 
-    assert enrol.main([*argv, "--list"]) == 0
+    assert enroll_main([*argv, "--list"]) == 0
     assert NAME in capsys.readouterr().out
-    assert enrol.main([*argv, "--remove", NAME]) == 0
+    assert enroll_main([*argv, "--remove", NAME]) == 0
     assert json.loads(layout.enrolled.read_text())["systems"] == {}
     assert not list(layout.root.glob("*/enrolled/*.npz"))
     assert "enrolled" not in set(pd.read_csv(layout.label_map)["status"])
@@ -122,25 +124,25 @@ def test_bad_enrolments_are_refused_with_one_line(experiment, tmp_path, capsys) 
     cfg, clips = _copy(experiment, tmp_path)
     argv = ["--config", str(corpus.config_path), f"exp_dir={cfg.exp_dir}"]
     known = LabelMap.read(cfg.exp_dir).known[0]
-    assert enrol.main([*argv, "--system", known, str(clips["enrol"][0])]) == 1
+    assert enroll_main([*argv, "--system", known, str(clips["enrol"][0])]) == 1
     assert "is a known (trained) system already" in capsys.readouterr().err
     broken = tmp_path / "broken.wav"
     broken.write_bytes(b"not audio")
-    assert enrol.main([*argv, "--system", NAME, str(clips["enrol"][0]), str(broken)]) == 1
+    assert enroll_main([*argv, "--system", NAME, str(clips["enrol"][0]), str(broken)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "1 of 2 enrolment clip(s) could not be read" in err[0]
     assert not ExperimentLayout.of(cfg).enrolled.exists()  # nothing written
-    assert enrol.main([*argv, "--remove", NAME]) == 1
+    assert enroll_main([*argv, "--remove", NAME]) == 1
     assert "is not enrolled" in capsys.readouterr().err
-    assert enrol.main([*argv, "--system", NAME, *map(str, clips["enrol"][:2])]) == 0
-    assert enrol.main([*argv, "--system", NAME, str(clips["enrol"][0])]) == 1
+    assert enroll_main([*argv, "--system", NAME, *map(str, clips["enrol"][:2])]) == 0
+    assert enroll_main([*argv, "--system", NAME, str(clips["enrol"][0])]) == 1
     assert "--replace" in capsys.readouterr().err
-    assert enrol.main([*argv, "--system", NAME, "--replace", *map(str, clips["enrol"][:3])]) == 0
+    assert enroll_main([*argv, "--system", NAME, "--replace", *map(str, clips["enrol"][:3])]) == 0
     assert (
         json.loads(ExperimentLayout.of(cfg).enrolled.read_text())["systems"][NAME]["into"]["ge2e"]["n_clips"]
         == 3
     )
-    assert enrol.main([*argv, "--system", "other", "--into", "mfcc", str(clips["enrol"][0])]) == 1
+    assert enroll_main([*argv, "--system", "other", "--into", "mfcc", str(clips["enrol"][0])]) == 1
     assert "cannot enrol into 'mfcc'" in capsys.readouterr().err
     with pytest.raises(DataError, match="must come from"):
         trace.Tracer.load(cfg, "ge2e", scorer="mahalanobis")
@@ -168,7 +170,7 @@ def test_the_measurement_writes_the_table_and_the_curve(experiment, tmp_path, ca
     corpus, _, _ = experiment
     cfg, _ = _copy(experiment, tmp_path)
     argv = ["--config", str(corpus.config_path), f"exp_dir={cfg.exp_dir}"]
-    assert enrol.main([*argv, "--measure", "--sizes", "1,3,5,10", "--repeats", "3"]) == 0
+    assert enroll_main([*argv, "--measure", "--sizes", "1,3,5,10", "--repeats", "3"]) == 0
     assert "recall" in capsys.readouterr().out
     for system in SYSTEMS:
         folder = ExperimentLayout.of(cfg).system(system).enrolment
@@ -186,14 +188,14 @@ def test_the_measurement_writes_the_table_and_the_curve(experiment, tmp_path, ca
     assert ge2e[(ge2e["system"] == enrol.MEAN) & (ge2e["n"] == 5)]["recall"].iloc[0] > 0.5
     for scorer in ("centroid", "knn"):  # the scorer trace.py would use: trace.scorer when it is set
         assert (
-            enrol.main([*argv, f"trace.scorer={scorer}", "--measure", "--into", "ge2e", "--repeats", "1"])
+            enroll_main([*argv, f"trace.scorer={scorer}", "--measure", "--into", "ge2e", "--repeats", "1"])
             == 0
         )
         assert set(
             pd.read_csv(ExperimentLayout.of(cfg).system("ge2e").enrolment / "enrolment.csv")["scorer"]
         ) == {scorer}
     with pytest.raises(SystemExit):  # argparse: sizes must be >= 1
-        enrol.main([*argv, "--measure", "--sizes", "0,2"])
+        enroll_main([*argv, "--measure", "--sizes", "0,2"])
 
 
 @pytest.mark.parametrize("scorer_name", ["centroid", "knn"])
@@ -219,10 +221,15 @@ def test_the_measurement_rule_is_the_extended_scorer(scorer_name) -> None:
 def test_only_embedding_scorers_take_enrolled_systems() -> None:
     with pytest.raises(NotImplementedError, match="cannot take enrolled systems"):
         build_scorer("nsd").with_enrolled([np.zeros((2, 3))])
+    from sourcetracing.layout import SystemLayout
+    from sourcetracing.ood.step import OODStep
+
     info = {"default": "mahalanobis", "scorers": {"knn": {"dev_eer": 0.3, "dev_auroc": 0.7},
                                                     "centroid": {"dev_eer": 0.2, "dev_auroc": 0.8}}}  # fmt: skip
-    assert enrol.choose_scorer(info, ["centroid", "knn"]) == "centroid"  # lower dev EER
-    assert enrol.choose_scorer({**info, "default": "knn"}, ["centroid", "knn"]) == "knn"  # the default
-    assert enrol.choose_scorer(info, ["centroid", "knn"], "knn") == "knn"
+    step = OODStep(SystemLayout(Path("exp/aasist")), info, {})
+    assert enrol.choose_scorer(step, ["centroid", "knn"]) == "centroid"  # lower dev EER
+    knn_default = OODStep(step.layout, {**info, "default": "knn"}, {})
+    assert enrol.choose_scorer(knn_default, ["centroid", "knn"]) == "knn"  # the default
+    assert enrol.choose_scorer(step, ["centroid", "knn"], "knn") == "knn"
     with pytest.raises(MissingInputError, match="embedding scorer"):
-        enrol.choose_scorer(info, [])
+        enrol.choose_scorer(step, [])

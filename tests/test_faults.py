@@ -29,6 +29,7 @@ import soundfile as sf
 import torch
 from corpus_fixtures import KNOWN, make_tiny_corpus, model_dir
 from fault_injection import kill_hard, kill_started, leftovers, start_paused, still_running
+from step_scripts import trace_main
 from toy_store import SMALL_AASIST
 
 from sourcetracing import trace
@@ -366,7 +367,7 @@ def test_trace_refuses_parts_that_do_not_belong_together(reference, tmp_path, ca
 
     def traced() -> tuple[int, str]:
         out = tmp_path / f"trace_{next(runs)}.csv"
-        code, err, _ = call(trace.main, ["--exp", layout.root, clip, "--out", out], capsys)
+        code, err, _ = call(trace_main, ["--exp", layout.root, clip, "--out", out], capsys)
         if code != 0:
             assert not out.exists()  # a refusal writes nothing
             return code, one_error_line(err)
@@ -556,7 +557,7 @@ def test_trace_exits_non_zero_when_nothing_is_traced_and_never_replaces_a_result
     text, short = tmp_path / "notes.wav", tmp_path / "short.wav"
     text.write_text("not a recording\n")
     sf.write(short, tone(0.05), 16000)
-    code, _, _ = call(trace.main, ["--exp", exp_dir, text, short], capsys)
+    code, _, _ = call(trace_main, ["--exp", exp_dir, text, short], capsys)
     assert code == 1
     (first,) = results.glob("trace_*.csv")
     rows = pd.read_csv(first, keep_default_na=False).set_index("path")
@@ -566,13 +567,13 @@ def test_trace_exits_non_zero_when_nothing_is_traced_and_never_replaces_a_result
     kept = snapshot(first)
     good = exp.audio("fake/en/griffin_lim/eval_000.wav")
     for _ in range(2):  # two runs within the same second get files of their own
-        assert call(trace.main, ["--exp", exp_dir, good], capsys)[0] == 0
+        assert call(trace_main, ["--exp", exp_dir, good], capsys)[0] == 0
     assert len(list(results.glob("trace_*.csv"))) == 3 and snapshot(first) == kept
     # an existing --out is refused before any work and keeps its content
     mine = tmp_path / "mine.csv"
     mine.write_text("my notes\n")
     monkeypatch.setattr(trace.Tracer, "load", lambda *a, **k: pytest.fail("traced although --out exists"))
-    code, err, _ = call(trace.main, ["--exp", exp_dir, good, "--out", mine], capsys)
+    code, err, _ = call(trace_main, ["--exp", exp_dir, good, "--out", mine], capsys)
     assert code == 4 and "exists" in one_error_line(err) and mine.read_text() == "my notes\n"
 
 

@@ -95,7 +95,7 @@ def test_hybrid_system_end_to_end_on_a_tiny_corpus(tmp_path) -> None:
     from sourcetracing.config import load_config
     from sourcetracing.features.extract import run_extraction
     from sourcetracing.judge import judge_system
-    from sourcetracing.systems.export import export_system, system_kind
+    from sourcetracing.systems.handle import export_system, system_kind
     from sourcetracing.systems.hybrid import SYSTEM, export_hybrid
     from sourcetracing.systems.outputs import SystemOutputs
 

@@ -239,7 +239,7 @@ def test_tiny_w2v_bert_end_to_end_pools_the_whole_clips_hidden_state(tmp_path):
         atol=2e-4,
     )
     # the routing: export_outputs.py's exporter and the judge's config know the system
-    from sourcetracing.systems.export import system_config, system_kind
+    from sourcetracing.systems.handle import system_config, system_kind
 
     assert system_kind(corpus.cfg, "pooled") == "pooled"
     assert system_config(corpus.cfg, "pooled").ood.knn.k == 2

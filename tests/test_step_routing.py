@@ -232,7 +232,7 @@ def recorded_exporters(monkeypatch):
 
 
 def test_every_system_kind_is_exported_by_its_own_exporter(recorded_exporters) -> None:
-    from sourcetracing.systems.export import export_system
+    from sourcetracing.systems.handle import export_system
 
     cfg = load_config(None, ["stats.variants={stats_dur: {features: [mfcc, duration]}}"])
     for system in ("aasist", "ge2e", "mfcc", "plain_mfcc", "stats", "stats_dur", "fusion"):
@@ -257,7 +257,7 @@ def test_a_system_no_step_makes_is_refused_with_the_reason(experiment, recorded_
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
         "error: cannot export 'nosuch': no such system in this config; "
-        "this config exports aasist, ge2e, mfcc, fusion, plain_mfcc, stats"
+        "this config exports aasist, ge2e, mfcc, plain_mfcc, stats, fusion"
     ]
     assert main([*base, "mfcc.plain=false", "--system", "plain_mfcc"]) == 2  # not made by this config
     assert "cannot export 'plain_mfcc': no such system in this config" in capsys.readouterr().err
@@ -313,7 +313,7 @@ def test_ood_detector_judges_the_plain_reference_with_its_own_fixed_scorer(exper
 
 def test_stage_9_maps_every_system_with_embeddings_whatever_its_name(experiment, capsys) -> None:
     from sourcetracing.layout import ExperimentLayout
-    from sourcetracing.systems.outputs import SplitOutputs, SystemOutputs
+    from sourcetracing.systems.outputs import SplitOutputs, SystemOutputs, systems_with
 
     corpus, cfg = experiment
     exp = Path(cfg.exp_dir)
@@ -325,7 +325,7 @@ def test_stage_9_maps_every_system_with_embeddings_whatever_its_name(experiment,
         if split != "train"
     }
     SystemOutputs("scores_only", mfcc.class_names, scored).write(exp / "scores_only" / "outputs")
-    with_embeddings = [s.name for s in ExperimentLayout.of(cfg).systems_with("embeddings")]
+    with_embeddings = [s.name for s in systems_with(ExperimentLayout.of(cfg), "embeddings")]
     assert "my_model" in with_embeddings and "mfcc" in with_embeddings
     assert "scores_only" not in with_embeddings and "scores_only" in [
         s.name for s in ExperimentLayout.of(cfg).systems()

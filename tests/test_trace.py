@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 from corpus_fixtures import make_tiny_corpus
+from step_scripts import trace_main
 from toy_store import SMALL_AASIST, SMALL_GE2E
 
 from sourcetracing import trace
@@ -90,8 +91,8 @@ def test_script_rows_errors_new_file_per_run_and_exit_codes(experiment, tmp_path
     shutil.copy(good, clips / "one.wav")
     (clips / "broken.wav").write_bytes(b"not audio at all")
     exp = str(cfg.exp_dir)
-    assert trace.main(["--exp", exp, str(clips)]) == 0
-    assert trace.main(["--exp", exp, str(clips)]) == 0
+    assert trace_main(["--exp", exp, str(clips)]) == 0
+    assert trace_main(["--exp", exp, str(clips)]) == 0
     runs = sorted((Path(exp) / "trace").glob("trace_*.csv"))
     assert len(runs) >= 2  # a new results file per run, nothing overwritten
     df = pd.read_csv(runs[-1], keep_default_na=False)
@@ -99,9 +100,9 @@ def test_script_rows_errors_new_file_per_run_and_exit_codes(experiment, tmp_path
     bad = df[df["path"].str.endswith("broken.wav")].iloc[0]
     assert bad["status"] == "error" and "text, not audio" in bad["error"]
     out = tmp_path / "only_bad.csv"
-    assert trace.main(["--exp", exp, str(clips / "broken.wav"), "--out", str(out)]) == 1  # nothing traced
+    assert trace_main(["--exp", exp, str(clips / "broken.wav"), "--out", str(out)]) == 1  # nothing traced
     assert (
-        trace.main(["--exp", exp, str(clips / "broken.wav"), "--out", str(out)]) == 4
+        trace_main(["--exp", exp, str(clips / "broken.wav"), "--out", str(out)]) == 4
     )  # refuses to overwrite
     assert "exists" in capsys.readouterr().err
 
@@ -165,7 +166,7 @@ def _make_dev_choice(exp_dir: Path, chosen: str) -> None:
 def _traced(corpus, cfg, args: list[str], out: Path, capsys) -> tuple[pd.DataFrame, str]:
     """trace.py's table and printed lines on a copied experiment (its config and folders)."""
     overrides = [f"exp_dir={cfg.exp_dir}", f"features.dir={cfg.features.dir}"]
-    assert trace.main(["--config", str(corpus.config_path), *overrides, *args, "--out", str(out)]) == 0
+    assert trace_main(["--config", str(corpus.config_path), *overrides, *args, "--out", str(out)]) == 0
     return pd.read_csv(out, keep_default_na=False), capsys.readouterr().out
 
 

@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+from step_scripts import trace_main
 from test_trace import experiment  # noqa: F401 - the tiny judged experiment (aasist, ge2e, mfcc, stats)
 
-from sourcetracing import trace
 from sourcetracing.bundle_export import export_bundle
 from sourcetracing.trace import RESULT_COLUMNS
 from sourcetracing.web import Limits, create_app
@@ -42,7 +42,7 @@ def bundles(experiment, tmp_path_factory):  # noqa: F811
 
 def _expected(bundle: Path, clips: list[Path], out: Path) -> pd.DataFrame:
     """What ``trace.py --bundle`` decides on the clips."""
-    assert trace.main(["--bundle", str(bundle), *map(str, clips), "--out", str(out)]) == 0
+    assert trace_main(["--bundle", str(bundle), *map(str, clips), "--out", str(out)]) == 0
     return pd.read_csv(out, keep_default_na=False)
 
 

@@ -27,23 +27,24 @@ import pandas as pd
 from sourcetracing.bundle import FILES, FORMAT_VERSION, MANIFEST, write_archive, write_bundle
 from sourcetracing.config import Config
 from sourcetracing.errors import BundleError
-from sourcetracing.layout import OUTPUTS_META, ExperimentLayout
+from sourcetracing.layout import ExperimentLayout
+from sourcetracing.systems.handle import kind_of_outputs
+from sourcetracing.systems.outputs import OutputsMeta
 from sourcetracing.trace import Tracer
-from sourcetracing.trace_select import AUDIO_TASKS, TraceChoice, choose_system, task_of
-
-NOT_BUNDLED = "hf_ssl"  # front end / encoder whose pretrained weights are loaded by name
+from sourcetracing.trace_select import TraceChoice, choose_system
 
 
 def bundle_choice(cfg: Config, system: str | None) -> TraceChoice:
     """The system to bundle: ``system``, else the one chosen on dev among those a bundle can hold."""
     if system is None:
         return choose_system(cfg, fusion=False)
-    task = task_of(cfg, system)
-    if task not in AUDIO_TASKS:
+    meta = OutputsMeta.of(ExperimentLayout.of(cfg).system(system))
+    kind = kind_of_outputs(meta) if meta is not None else None
+    if kind is None or not kind.runs_on_audio:
         what = (
             "the fusion combines systems"
-            if task == "fusion"
-            else f"its outputs ({task}) come from no model that runs on audio"
+            if kind is not None and kind.fuses_members
+            else f"its outputs ({meta.task if meta else None}) come from no model that runs on audio"
         )
         raise BundleError(f"'{system}' cannot be bundled: {what}; bundle one system that runs on audio")
     return TraceChoice(system, None, "--system")
@@ -55,35 +56,10 @@ def _plain(value: object) -> object:
 
 
 def tracer_parts(cfg: Config, tracer: Tracer) -> tuple[dict, dict, dict]:
-    """``(settings, weights, state)`` of a loaded tracer, as :func:`~sourcetracing.bundle.write_bundle` takes them."""
-    from sourcetracing.data.protocols import LabelMap
-    from sourcetracing.training.checkpoint import read_checkpoint
-
-    sys_layout = ExperimentLayout.of(cfg).system(tracer.system)
-    frontend = None
-    if tracer.task == "reference":
-        m = tracer.model
-        weights = {"mean": m.mean, "scale": m.scale, "var": m.var, "coef": m.coef, "intercept": m.intercept,
-                   "classes": m.classes}  # fmt: skip
-        if m.proj_matrix is not None:
-            weights.update(proj_mean=m.proj_mean, proj_matrix=m.proj_matrix)
-        model = {
-            "settings": m.settings,
-            "class_names": list(m.class_names),
-            "n_samples_seen": int(m.n_samples_seen),
-        }
-    else:
-        ckpt = read_checkpoint(sys_layout.best)
-        config = dict(ckpt["model_config"])
-        frontend = ckpt.get("provenance", {}).get("frontend") or None
-        if config.get("name") == NOT_BUNDLED or (frontend or {}).get("name") == NOT_BUNDLED:
-            raise BundleError(
-                f"'{tracer.system}' uses the {NOT_BUNDLED} front end or encoder, whose pretrained model is "
-                "loaded by name outside the bundle: not supported yet"
-            )
-        weights = {k: v.detach().cpu() for k, v in tracer.model.state_dict().items()}
-        num_classes = LabelMap.from_dict(ckpt["label_map"]).num_classes
-        model = {"model_config": config, "input_dim": ckpt.get("input_dim"), "num_classes": num_classes}
+    """``(settings, weights, state)`` of a loaded tracer, as :func:`~sourcetracing.bundle.write_bundle` takes them
+    (the model's part from its kind: :meth:`~sourcetracing.systems.handle.SystemKind.bundle_model`)."""
+    runner = tracer.runner
+    model, weights, frontend = runner.kind.bundle_model(runner)
     scorer = tracer.scorer
     state = {f"scorer.{k}": np.asarray(getattr(scorer, k)) for k in scorer.state_keys}
     if tracer.centroids is not None:
@@ -133,8 +109,7 @@ def _numbers(cfg: Config, system: str, scorer: str) -> tuple[pd.DataFrame, dict,
     summary = pd.read_csv(sys_layout.ood_summary)
     rows = summary[(summary["scorer"] == scorer) & (summary["subset"] == "all")].set_index("split")
     known = json.loads(sys_layout.known_metrics.read_text()) if sys_layout.known_metrics.is_file() else {}
-    meta = json.loads((sys_layout.outputs / OUTPUTS_META).read_text())
-    return rows, known, str(meta.get("machine") or "not recorded")
+    return rows, known, str(OutputsMeta.read(sys_layout.outputs).machine or "not recorded")
 
 
 def _cell(value: object, pct: bool = False) -> str:

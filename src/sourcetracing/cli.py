@@ -19,11 +19,12 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
-from sourcetracing.config import DEFAULT_CONFIG, Config, add_config_args, config_from_args
-from sourcetracing.errors import SourceTracingError
+from sourcetracing.config import DEFAULT_CONFIG, Config, add_config_args, config_from_args, load_config
+from sourcetracing.errors import MissingInputError, SourceTracingError
 
 
 def step_parser(prog: str, doc: str | None, config_required: bool = False) -> argparse.ArgumentParser:
@@ -79,3 +80,62 @@ def run(
         print("interrupted", file=sys.stderr)
         return 130
     return int(result) if isinstance(result, int) and not isinstance(result, bool) else 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Scripts that also take an experiment folder (--exp) and clips mixed with overrides
+
+
+def exp_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
+    """A parser with ``--config`` and ``--exp`` (an experiment folder: its saved config); the script
+    adds its positional ``inputs`` (clips, folders and ``key=value`` overrides, in any order)."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", default=None, help=f"experiment YAML (default {DEFAULT_CONFIG})")
+    parser.add_argument("--exp", default=None, help="an experiment folder: use its saved config.yaml")
+    return parser
+
+
+def split_overrides(items: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``(inputs, overrides)``: an item with ``=`` that names no existing file is an override."""
+    overrides = [a for a in items if "=" in a and not Path(a).exists()]
+    return [a for a in items if a not in overrides], overrides
+
+
+def config_for(config: str | None, exp: str | None, overrides: list[str]) -> Config:
+    """``--config`` plus overrides, or the resolved config saved in an experiment folder (``--exp``)."""
+    if exp:
+        path = Path(exp) / "config.yaml"
+        if not path.is_file():
+            raise MissingInputError(
+                f"{path} not found: is {exp} an experiment folder (run the pipeline steps first)?"
+            )
+        return load_config(path, overrides)
+    return load_config(config or DEFAULT_CONFIG, overrides)
+
+
+def exp_config(args: argparse.Namespace, overrides: list[str]) -> Config:
+    """The config of ``--config``/``--exp`` and the overrides, announced (:func:`config_line`)."""
+    cfg = config_for(args.config, args.exp, overrides)
+    announce_config(cfg, Path(args.exp) / "config.yaml" if args.exp else args.config, overrides)
+    return cfg
+
+
+def positive_count(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a count of at least 1, got {text}")
+    return value
+
+
+def count_list(text: str) -> list[int]:
+    """``1,3,5,10`` -> ``[1, 3, 5, 10]`` (an argparse type: integers of at least 1)."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected integers >= 1, got '{text}'")
+    return values

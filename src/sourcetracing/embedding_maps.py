@@ -21,7 +21,7 @@ import pandas as pd
 
 from sourcetracing.data.protocols import LabelMap
 from sourcetracing.errors import ConfigError, DataError, MissingInputError
-from sourcetracing.systems.outputs import SystemOutputs
+from sourcetracing.systems.outputs import SystemOutputs, systems_with
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def chosen_systems(cfg, name: str) -> list[str]:
 
     if name != "all":
         return [name]
-    systems = [s.name for s in ExperimentLayout.of(cfg).systems_with("embeddings")]
+    systems = [s.name for s in systems_with(ExperimentLayout.of(cfg), "embeddings")]
     if not systems:
         raise MissingInputError(
             f"no system in {cfg.exp_dir} has exported embeddings: run the training or export steps first"

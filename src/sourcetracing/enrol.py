@@ -7,7 +7,8 @@
     python scripts/enroll.py --config X --measure [--into aasist] [--sizes 1,3,5,10] [--repeats 5]
 
 The clips go through each trained system that exports embeddings (AASIST's penultimate layer, the
-GE2E encoder), exactly as ``trace.py`` computes them (:class:`sourcetracing.trace.Tracer`). Their
+GE2E encoder), exactly as ``trace.py`` computes them (the system's runner,
+:meth:`sourcetracing.systems.handle.SystemHandle.runner`). Their
 embeddings are kept in ``<exp>/<system>/enrolled/<name>-<digest>.npz`` (with the checkpoint they
 came from), the clips used and the time in ``<exp>/enrolled.json``, and ``label_map.csv`` gets a
 row with status ``enrolled`` (which :meth:`LabelMap.read` ignores: the trained classes do not change).
@@ -61,11 +62,14 @@ import numpy as np
 import pandas as pd
 
 from sourcetracing.config import Config
+from sourcetracing.data.clips import find_audio
 from sourcetracing.errors import DataError, MissingInputError
 from sourcetracing.layout import ExperimentLayout
 from sourcetracing.ood.scorers import Scorer, centroid_similarities, class_centroids
-from sourcetracing.provenance import atomic_dir, atomic_write_text, read_manifest, require_same, step_lock
-from sourcetracing.systems.outputs import SystemOutputs
+from sourcetracing.ood.step import OODStep
+from sourcetracing.provenance import atomic_dir, atomic_write_text, require_same, step_lock
+from sourcetracing.systems.handle import SystemHandle, kind_of_outputs, open_system
+from sourcetracing.systems.outputs import OutputsMeta, SystemOutputs
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +77,7 @@ EMBEDDING_SCORERS = ("centroid", "knn")
 SIZES = (1, 3, 5, 10)
 ENROLLED_STATUS = "enrolled"
 MEAN = "mean over systems"
+NO_MODEL = "it has no checkpoint to embed clips with"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -113,20 +118,15 @@ def _file_stem(name: str) -> str:
     return f"{safe[:80]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
 
 
-def embedding_scorers(ood_dir: Path, info: dict) -> list[str]:
+def embedding_scorers(step: OODStep) -> list[str]:
     """The embedding scorers (centroid, knn) the OOD step fitted and saved."""
-    return [
-        n
-        for n in EMBEDDING_SCORERS
-        if n in info.get("scorers", {}) and (ood_dir / f"scorer_{n}.npz").is_file()
-    ]
+    saved = step.saved
+    return [n for n in EMBEDDING_SCORERS if n in saved]
 
 
-def choose_scorer(info: dict, available: Sequence[str], requested: str | None = None) -> str:
+def choose_scorer(step: OODStep, available: Sequence[str], requested: str | None = None) -> str:
     """The OOD scorer once systems are enrolled: ``requested``, else the OOD step's default when it is an
     embedding scorer, else the available one with the lowest dev EER."""
-    from sourcetracing.ood.report import select_on_dev
-
     if not available:
         raise MissingInputError(
             "enrolled systems need an embedding scorer (centroid or knn) fitted by the OOD step: rerun "
@@ -139,23 +139,22 @@ def choose_scorer(info: dict, available: Sequence[str], requested: str | None = 
                 f"the OOD step fitted), not '{requested}'; remove them with scripts/enroll.py --remove to use it"
             )
         return requested
-    if info.get("default") in available:
-        return str(info["default"])
-    return select_on_dev({n: info["scorers"][n] for n in available})
+    return step.best_of(list(available))
 
 
 def eligible(layout: ExperimentLayout, system: str) -> str | None:
     """Why ``system`` cannot take enrolled systems (None when it can)."""
     sys_layout = layout.system(system)
-    meta = sys_layout.outputs / "meta.json"
-    if not meta.is_file() or "embeddings" not in json.loads(meta.read_text()).get("has", []):
+    meta = OutputsMeta.of(sys_layout)
+    if meta is None or "embeddings" not in meta.has:
         return "it has no exported outputs with embeddings"
-    if not sys_layout.best.is_file():
-        return "it has no checkpoint to embed clips with"
-    thresholds = sys_layout.thresholds
-    if not thresholds.is_file():
+    kind = kind_of_outputs(meta)
+    if not kind.takes_enrolled or kind.why_not_runnable(None, sys_layout, meta) is not None:
+        return NO_MODEL
+    step = OODStep.find(sys_layout)
+    if step is None:
         return "it has no OOD step yet (scripts/ood_detector.py)"
-    if not embedding_scorers(sys_layout.ood, json.loads(thresholds.read_text())):
+    if not embedding_scorers(step):
         return "its OOD step fitted neither centroid nor knn"
     return None
 
@@ -201,11 +200,11 @@ class Enrolment:
     system: str
     names: list[str]
     groups: list[np.ndarray]
-    info: dict
+    step: OODStep
     available: list[str]
 
     def scorer_name(self, requested: str | None = None) -> str:
-        return choose_scorer(self.info, self.available, requested)
+        return choose_scorer(self.step, self.available, requested)
 
     def extend(
         self, centroids: np.ndarray, scorer: Scorer, outputs: SystemOutputs
@@ -216,8 +215,10 @@ class Enrolment:
         return np.concatenate([centroids, *extra]), scorer.with_enrolled(self.groups), temperature
 
 
-def enrolled_into(layout: ExperimentLayout, system: str, checkpoint: str, info: dict) -> Enrolment | None:
-    """The systems enrolled into ``system`` (None when there are none or it cannot take them)."""
+def enrolled_into(handle: SystemHandle, checkpoint: str) -> Enrolment | None:
+    """The systems enrolled into an opened system whose model is ``checkpoint`` (its id); None when
+    there are none or it cannot take them."""
+    layout, system = ExperimentLayout.of(handle.cfg), handle.name
     record = read_record(layout)
     if not record["systems"]:
         return None
@@ -238,8 +239,7 @@ def enrolled_into(layout: ExperimentLayout, system: str, checkpoint: str, info: 
         with np.load(path, allow_pickle=False) as data:
             groups.append(np.asarray(data["embeddings"], dtype=np.float32))
         names.append(name)
-    available = embedding_scorers(layout.system(system).ood, info)
-    return Enrolment(system, names, groups, info, available)
+    return Enrolment(system, names, groups, handle.ood, embedding_scorers(handle.ood))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,8 +253,7 @@ def _known_systems(cfg: Config, layout: ExperimentLayout, systems: Sequence[str]
         return LabelMap.read(cfg.exp_dir).known
     names: list[str] = []
     for system in systems:
-        meta = json.loads((layout.system(system).outputs / "meta.json").read_text())
-        names += meta.get("class_names", [])
+        names += OutputsMeta.read(layout.system(system).outputs).class_names
     return sorted(set(names))
 
 
@@ -277,16 +276,14 @@ def _targets(layout: ExperimentLayout, into: Sequence[str] | None) -> list[str]:
 
 
 def _embed(cfg: Config, system: str, files: list[Path], device: str | None) -> tuple[np.ndarray, str]:
-    """The clips' embeddings as ``trace.py`` computes them, and the id of the checkpoint that made them."""
-    from sourcetracing.trace import Tracer
-    from sourcetracing.training.checkpoint import checkpoint_id
-
-    tracer = Tracer.load(cfg, system, device=device, enrolled=False)
-    _, emb, errors = tracer.embed(files)
+    """The clips' embeddings as ``trace.py`` computes them (the system's runner), and the id of the
+    checkpoint that made them."""
+    runner = open_system(cfg, system).runner(device)
+    _, emb, errors = runner.embed(files)
     if errors:
         listing = "; ".join(f"{f}: {e}" for f, e in errors[:3])
         raise DataError(f"{len(errors)} of {len(files)} enrolment clip(s) could not be read ({listing})")
-    return emb, checkpoint_id(ExperimentLayout.of(cfg).system(system).best)
+    return emb, runner.model_id
 
 
 def enrol(
@@ -298,8 +295,6 @@ def enrol(
     device: str | None = None,
 ) -> dict:
     """Enrol ``name`` from the audio files and folders ``inputs``; returns its record entry."""
-    from sourcetracing.trace import find_audio
-
     layout = ExperimentLayout.of(cfg)
     name = name.strip()
     if not name:
@@ -408,26 +403,18 @@ def measure_enrolment(
 ) -> pd.DataFrame:
     """Enrol each dev-unseen system from ``n`` of its dev clips; recall on its other dev clips and the
     false-attribution rate on the other systems' eval clips. Writes ``<system>/enrolment/``."""
-    from sourcetracing.judge import load_outputs
     from sourcetracing.provenance import write_manifest
 
     if repeats < 1 or not sizes or min(sizes) < 1:
         raise DataError(f"--sizes must be integers >= 1 and --repeats >= 1, got {list(sizes)} and {repeats}")
-    layout = ExperimentLayout.of(cfg)
-    sys_layout = layout.system(system)
-    outputs = load_outputs(cfg, system)
+    handle = open_system(cfg, system)  # the outputs, checked, and the OOD step fitted on them
+    sys_layout, outputs, step = handle.layout, handle.outputs, handle.ood
     if "embeddings" not in outputs.has:
         raise DataError(f"{system}: its outputs have no embeddings to enrol with")
-    ood_manifest = read_manifest(
-        sys_layout.ood, f"the OOD step of '{system}'", "python scripts/ood_detector.py"
-    )
-    rerun = f"python scripts/ood_detector.py --config <your config> --system {system}"
-    require_same(ood_manifest["inputs"].get("outputs"), outputs.outputs_id, f"{system}'s outputs", rerun)
-    info = json.loads((sys_layout.thresholds).read_text())
     # the scorer trace.py would use once a system is enrolled (trace.scorer, else the rule's choice)
-    scorer_name = choose_scorer(info, embedding_scorers(sys_layout.ood, info), cfg.trace.scorer)
-    scorer = Scorer.load(sys_layout.ood / f"scorer_{scorer_name}.npz")
-    threshold = float(info["scorers"][scorer_name]["threshold"])
+    scorer_name = choose_scorer(step, embedding_scorers(step), cfg.trace.scorer)
+    scorer = step.load_scorer(scorer_name)
+    threshold = step.threshold(scorer_name)
     train, dev, ev = outputs.split("train"), outputs.split("dev"), outputs.split("eval")
     centroids = class_centroids(train.embeddings, train.rows["label"].to_numpy(), len(outputs.class_names))
     dev_rule = _Extended(dev.embeddings, centroids, scorer, scorer_name)
@@ -513,7 +500,7 @@ def measure_enrolment(
                 table, tmp / "enrolment_curve.png", f"{system}: enrolment from n dev clips ({scorer_name})"
             )
         write_manifest(
-            tmp, "enrolment", {"outputs": outputs.outputs_id, "ood_step": ood_manifest.get("id", "")},
+            tmp, "enrolment", {"outputs": outputs.outputs_id, "ood_step": step.id},
             system=system, sizes=list(sizes), repeats=repeats, seed=seed, threshold=threshold,
         )  # fmt: skip
     return table
@@ -546,98 +533,12 @@ def plot_enrolment(table: pd.DataFrame, path: Path, title: str) -> None:
     save_figure(fig, path)
 
 
-# ---------------------------------------------------------------------------------------------
-# The script
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``scripts/enroll.py``."""
-    import argparse
-
-    from sourcetracing.cli import announce_config, report_error
-    from sourcetracing.errors import SourceTracingError
-    from sourcetracing.trace import config_for
-
-    parser = argparse.ArgumentParser(
-        prog="enroll.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--config", default=None, help="experiment YAML (default configs/refd_mlaad.yaml)")
-    parser.add_argument("--exp", default=None, help="an experiment folder: use its saved config.yaml")
-    parser.add_argument("inputs", nargs="*", help="clips or folders to enrol from; key=value overrides too")
-    action = parser.add_mutually_exclusive_group(required=True)
-    action.add_argument("--system", default=None, help="enrol a system of this name from the clips")
-    action.add_argument("--remove", default=None, metavar="NAME", help="remove an enrolled system")
-    action.add_argument("--list", action="store_true", help="list the enrolled systems")
-    action.add_argument(
-        "--refresh", action="store_true", help="re-embed the recorded clips of every enrolled system"
-    )
-    action.add_argument("--measure", action="store_true", help="measure enrolment on the dev-unseen systems")
-    parser.add_argument(
-        "--into", default=None, help="comma-separated trained systems (default: every eligible one)"
-    )
-    parser.add_argument("--replace", action="store_true", help="re-enrol a system that is enrolled already")
-    parser.add_argument("--device", default=None, help="auto | cpu | cuda (default: the config's)")
-    parser.add_argument(
-        "--sizes", type=_sizes, default=list(SIZES), help="--measure: enrolment sizes n (default 1,3,5,10)"
-    )
-    parser.add_argument("--repeats", type=int, default=5, help="--measure: seeded draws per system and n")
-    parser.add_argument("--seed", type=int, default=0, help="--measure: seed of the draws")
-    args = parser.parse_intermixed_args(argv)  # clips may come before or after the options
-    overrides = [a for a in args.inputs if "=" in a and not Path(a).exists()]
-    inputs = [a for a in args.inputs if a not in overrides]
-    into = [s.strip() for s in args.into.split(",") if s.strip()] if args.into else None
-    try:
-        cfg = config_for(args.config, args.exp, overrides)
-        announce_config(cfg, Path(args.exp) / "config.yaml" if args.exp else args.config, overrides)
-        layout = ExperimentLayout.of(cfg)
-        if args.system is not None:
-            if not inputs:
-                raise DataError("give the clips (files or folders) to enrol the system from")
-            entry = enrol(cfg, args.system, inputs, into, args.replace, args.device)
-            into_text = ", ".join(f"{s} ({p['n_clips']} clips)" for s, p in entry["into"].items())
-            print(f"enrolled '{args.system}' into {into_text}; record in {layout.enrolled}")
-        elif args.remove is not None:
-            remove(cfg, args.remove)
-            print(f"removed '{args.remove}'")
-        elif args.list:
-            for name, entry in read_record(layout)["systems"].items():
-                print(
-                    f"{name}\t{len(entry['clips'])} clips\t{entry['enrolled_at']}\tinto {', '.join(entry['into'])}"
-                )
-        elif args.refresh:
-            names = refresh(cfg, args.device)
-            print(f"re-embedded {len(names)} enrolled system(s)")
-        else:
-            for system in into or _targets_for_measure(layout):
-                table = measure_enrolment(cfg, system, args.sizes, args.repeats, args.seed)
-                print(f"{system}: enrolment from n dev clips (mean over the dev-unseen systems)")
-                mean = table[table["system"] == MEAN][["n", "recall", "false_attribution"]]
-                print(mean.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-                print(f"written to {layout.system(system).enrolment}")
-    except SourceTracingError as err:
-        return report_error(err)
-    return 0
-
-
-def _sizes(text: str) -> list[int]:
-    """``1,3,5,10`` -> ``[1, 3, 5, 10]`` (argparse type)."""
-    import argparse
-
-    try:
-        sizes = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'") from None
-    if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"enrolment sizes must be integers >= 1, got '{text}'")
-    return sizes
-
-
-def _targets_for_measure(layout: ExperimentLayout) -> list[str]:
+def measurable_systems(layout: ExperimentLayout) -> list[str]:
     """Systems with embeddings and a centroid/knn OOD step (no checkpoint needed: outputs only)."""
     out = []
     for sys_layout in layout.systems():
         why = eligible(layout, sys_layout.name)
-        if why is None or why == "it has no checkpoint to embed clips with":
+        if why is None or why == NO_MODEL:
             out.append(sys_layout.name)
     if not out:
         raise MissingInputError("no system with embeddings and a centroid or knn OOD step to measure")
@@ -649,7 +550,10 @@ __all__ = [
     "Enrolment",
     "choose_scorer",
     "enrol",
+    "eligible",
+    "eligible_systems",
     "enrolled_into",
+    "measurable_systems",
     "measure_enrolment",
     "read_record",
     "refresh",

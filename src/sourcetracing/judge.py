@@ -25,7 +25,7 @@ from sourcetracing.components import SCORERS
 from sourcetracing.config import Config
 from sourcetracing.data.protocols import label_level
 from sourcetracing.errors import ConfigError, DataError
-from sourcetracing.layout import KNOWN_METRICS, THRESHOLDS, ExperimentLayout
+from sourcetracing.layout import KNOWN_METRICS, THRESHOLDS, ExperimentLayout, scorer_state_file
 from sourcetracing.metrics import write_classification_outputs, write_metrics_json
 from sourcetracing.ood.report import write_ood_report
 from sourcetracing.ood.scorers import (
@@ -35,8 +35,9 @@ from sourcetracing.ood.scorers import (
     class_centroids,
     scorer_options,
 )
+from sourcetracing.ood.step import OODStep, read_thresholds
 from sourcetracing.provenance import atomic_dir, step_lock, write_manifest
-from sourcetracing.systems.export import read_outputs
+from sourcetracing.systems.handle import read_outputs
 from sourcetracing.systems.outputs import SystemOutputs
 
 log = logging.getLogger(__name__)
@@ -207,7 +208,7 @@ def ood_scores(
                 train.embeddings, train.logits, train.rows["label"].to_numpy(int)
             )
             if save_dir is not None:
-                scorer.save(save_dir / f"scorer_{name}.npz")
+                scorer.save(save_dir / scorer_state_file(name))
             out[name] = {
                 split: scorer.score(part.embeddings, part.logits)
                 for split, part in outputs.splits.items()
@@ -253,7 +254,7 @@ def ood_step(
             tmp, scores, frames, {s: preds[s] for s in eval_splits}, outputs.class_names, default,
             rule=str(cfg.ood.select),
         )  # fmt: skip
-        info = json.loads((tmp / THRESHOLDS).read_text())
+        info = read_thresholds(tmp)
         level = label_level(cfg)
         info.update(
             system=system, outputs_id=outputs.outputs_id, class_names=outputs.class_names, label_level=level
@@ -343,7 +344,7 @@ def judge_system(cfg: Config, system: str, requested: list[str] | None = None) -
     print_known(system, results)
     summary = ood_step(cfg, system, requested, outputs)
     sys_layout = ExperimentLayout.of(cfg).system(system)
-    default = json.loads((sys_layout.thresholds).read_text()).get("default")
+    default = OODStep.read_folder(sys_layout.ood).default
     print_ood(system, summary, default)
     print(f"results in {sys_layout.results} and {sys_layout.ood}")
     return results, summary

@@ -25,7 +25,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -211,13 +210,4 @@ class ExperimentLayout:
             SystemLayout(p)
             for p in sorted(self.root.iterdir())
             if p.is_dir() and (SystemLayout(p).outputs / OUTPUTS_META).is_file()
-        ]
-
-    def systems_with(self, part: str) -> list[SystemLayout]:
-        """Systems whose exported outputs carry ``part`` (``embeddings``, ``logits`` or ``scores``,
-        as their ``meta.json`` lists under ``has``), sorted by name."""
-        return [
-            s
-            for s in self.systems()
-            if part in json.loads((s.outputs / OUTPUTS_META).read_text()).get("has", [])
         ]

@@ -57,8 +57,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sourcetracing.config import Config, config_hash, resolve_device
-from sourcetracing.data.audio import AudioError, clip_samples, crop_or_pad, load_audio
+from sourcetracing.config import Config, resolve_device
+from sourcetracing.data.audio import AudioError
 from sourcetracing.data.augment import AugmentError
 from sourcetracing.data.protocols import LabelMap, prepare_splits, protocol_digest
 from sourcetracing.data.transforms import (
@@ -70,24 +70,23 @@ from sourcetracing.data.transforms import (
 )
 from sourcetracing.distributed import DistInfo, init_distributed, rank_device
 from sourcetracing.errors import ConfigError, DataError, MissingInputError
-from sourcetracing.features.store import CONDITIONS_DIR, FeatureStore, StoreCondition, store_dir
+from sourcetracing.features.store import FeatureStore, StoreCondition, store_dir
 from sourcetracing.judge import closed_set_predictions
 from sourcetracing.layout import ExperimentLayout
 from sourcetracing.metrics import classification_metrics
-from sourcetracing.ood.calibration import LogisticCalibration, cllr
+from sourcetracing.ood.calibration import cllr
 from sourcetracing.ood.metrics import eer, open_set_macro_f1, rates_at_threshold
-from sourcetracing.ood.report import fit_calibration, select_on_dev, subset_metrics
+from sourcetracing.ood.report import fit_calibration, subset_metrics
 from sourcetracing.ood.scorers import Scorer
-from sourcetracing.provenance import atomic_write_text, data_digest, file_digest, read_manifest, require_same
-from sourcetracing.systems.export import output_rows, read_outputs, record_pass
-from sourcetracing.systems.outputs import SplitOutputs, SystemOutputs
-from sourcetracing.training.ge2e_data import AudioClips, ClipSource
+from sourcetracing.provenance import atomic_write_text, data_digest
+from sourcetracing.systems.conditioned import ConditionedAudioClips, ConditionedAudioSource
+from sourcetracing.systems.handle import Runner, SystemHandle, open_system, why_not_runnable
+from sourcetracing.systems.outputs import SystemOutputs, record_pass
 
 CSV = "robustness.csv"
 CARD = "card.md"
 EER_PNG = "robustness_eer.png"
 F1_PNG = "robustness_macro_f1.png"
-AUDIO_TASKS = ("classifier", "ge2e", "reference")  # systems whose model runs on new audio
 AT_THRESHOLD = ("fpr", "fnr", "hter", "ood_f1", "open_set_f1", "cllr")
 COLUMNS = [
     "system", "task", "scorer", "default", "condition", "split", "n", "n_known", "n_ood",
@@ -179,32 +178,6 @@ def store_conditions(cfg: Config, conditions: Mapping[str, Condition]) -> dict[s
 # Systems
 
 
-def _task(cfg: Config, name: str) -> str | None:
-    meta = ExperimentLayout.of(cfg).system(name).outputs / "meta.json"
-    return json.loads(meta.read_text()).get("task") if meta.is_file() else None
-
-
-def why_not_runnable(cfg: Config, name: str) -> str | None:
-    """Why a system cannot be judged under conditions (None when it can)."""
-    from sourcetracing.systems.mfcc import model_path
-
-    sys_layout = ExperimentLayout.of(cfg).system(name)
-    task = _task(cfg, name)
-    if task is None:
-        return f"no outputs in {sys_layout.outputs}: run its training or export step first"
-    if task not in AUDIO_TASKS:
-        return f"its outputs ({task or 'drop-in scores'}) come from no model that runs on audio"
-    if task == "reference" and not model_path(cfg, name).is_file():
-        return f"{model_path(cfg, name)} not found: rerun the step that exports '{name}'"
-    if task != "reference" and not sys_layout.best.is_file():
-        return f"{sys_layout.best} not found: it has no checkpoint to run"
-    if not (sys_layout.thresholds).is_file():
-        return f"no OOD step in {sys_layout.ood}: run python scripts/ood_detector.py --config <your config> --system {name}"
-    if not list(sys_layout.ood.glob("scorer_*.npz")):
-        return f"its OOD step saved no fitted scorer (scorer_<name>.npz in {sys_layout.ood})"
-    return None
-
-
 def select_systems(cfg: Config, requested: Sequence[str] | None = None, notes: bool = True) -> list[str]:
     """The systems to judge: ``requested`` (else ``robustness.systems``; each must be runnable), else
     every system with outputs that can run on audio (the others are named in a note)."""
@@ -231,66 +204,65 @@ def select_systems(cfg: Config, requested: Sequence[str] | None = None, notes: b
     return names
 
 
-def uses_store(cfg: Config, name: str) -> bool:
-    """Whether a system reads frame features (a condition store) rather than audio: its outputs were
-    made from a feature store (the classifier, a GE2E ``features`` encoder)."""
-    manifest = ExperimentLayout.of(cfg).system(name).outputs / "manifest.json"
-    return manifest.is_file() and bool(json.loads(manifest.read_text()).get("inputs", {}).get("store_id"))
-
-
 @dataclass
 class SystemRunner:
     """A trained system ready to run on transformed clips, with its clean outputs and fitted scorers."""
 
-    name: str
-    task: str
-    clean: SystemOutputs
-    thresholds: dict
+    handle: SystemHandle
+    runner: Runner
     scorers: dict[str, Scorer]
-    model: Any  # a torch module (classifier, GE2E encoder) or a ReferenceModel
-    model_id: str
-    label_map: LabelMap
+
+    @property
+    def name(self) -> str:
+        return self.handle.name
+
+    @property
+    def task(self) -> str:
+        return self.handle.kind.name
+
+    @property
+    def clean(self) -> SystemOutputs:
+        return self.handle.outputs
+
+    @property
+    def model(self) -> Any:
+        return self.runner.model
+
+    @property
+    def model_id(self) -> str:
+        return self.runner.model_id
+
+    @property
+    def label_map(self) -> LabelMap:
+        return self.runner.label_map
+
+    @property
+    def uses_store(self) -> bool:
+        """Whether the system reads frame features (a condition store) rather than audio: its outputs
+        were made from a feature store (the classifier, a GE2E ``features`` encoder)."""
+        return self.handle.made_from_store
 
     @property
     def default_scorer(self) -> str:
         """The clean OOD step's default scorer (the lowest dev EER among the loaded ones if it is not loadable)."""
-        default = self.thresholds.get("default")
-        if default in self.scorers:
-            return default
-        return select_on_dev({n: self.thresholds["scorers"][n] for n in self.scorers})
+        return self.handle.ood.best_of(list(self.scorers))
 
 
 def load_runner(cfg: Config, name: str, device: torch.device) -> SystemRunner:
-    """Load a system the way ``trace.py`` does, after checking that its parts belong together."""
-    from sourcetracing.systems.mfcc import load_checked, model_path
-    from sourcetracing.training.checkpoint import checkpoint_id, load_model
+    """Open a system the way ``trace.py`` does (:func:`~sourcetracing.systems.handle.open_system`: every
+    staleness check once), with its runner and every scorer its clean OOD step saved."""
+    return runner_of(open_system(cfg, name), device)
 
-    sys_layout = ExperimentLayout.of(cfg).system(name)
-    clean = read_outputs(cfg, name)  # checked against the checkpoint, feature store and label map
-    rerun_ood = f"python scripts/ood_detector.py --config <your config> --system {name}"
-    ood_manifest = read_manifest(sys_layout.ood, f"the OOD step of '{name}'", rerun_ood)
-    require_same(ood_manifest["inputs"].get("outputs"), clean.outputs_id, f"{name}'s outputs", rerun_ood)
-    thresholds = json.loads((sys_layout.thresholds).read_text())
-    scorers = {
-        scorer: Scorer.load(sys_layout.ood / f"scorer_{scorer}.npz")
-        for scorer in thresholds.get("scorers", {})
-        if (sys_layout.ood / f"scorer_{scorer}.npz").is_file()
-    }
+
+def runner_of(handle: SystemHandle, device: torch.device) -> SystemRunner:
+    """An opened system's runner and every scorer its clean OOD step saved."""
+    scorers = handle.ood.load_saved()
     if not scorers:
-        raise MissingInputError(f"the OOD step of '{name}' saved no fitted scorer: rerun {rerun_ood}")
-    task = str(clean.meta.get("task"))
-    expected = LabelMap.read(cfg.exp_dir) if ExperimentLayout.of(cfg).label_map.is_file() else None
-    if task == "reference":
-        model: Any = load_checked(cfg, name, clean.manifest.get("inputs", {}).get("model"))
-        model_id = file_digest(model_path(cfg, name))
-        label_map = LabelMap(known=list(model.class_names), ood=[])
-    else:
-        model, ckpt = load_model(sys_layout.best, device, expected_label_map=expected)
-        model_id = checkpoint_id(sys_layout.best)
-        label_map = LabelMap.from_dict(ckpt["label_map"])
-    if list(label_map.known) != list(clean.class_names):
-        raise DataError(f"{name}: the model's known systems differ from its outputs' class names")
-    return SystemRunner(name, task, clean, thresholds, scorers, model, model_id, label_map)
+        raise MissingInputError(
+            f"the OOD step of '{handle.name}' saved no fitted scorer: rerun python scripts/ood_detector.py "
+            f"--config <your config> --system {handle.name}"
+        )
+    return SystemRunner(handle, handle.runner(device), scorers)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -303,98 +275,9 @@ def _store_rows(store: FeatureStore, split: str, label_map: LabelMap) -> pd.Data
     return labelled(store.select(split=split, versions=["original"]), label_map).reset_index(drop=True)
 
 
-def _run_on_store(
-    cfg: Config, runner: SystemRunner, store: FeatureStore, device: torch.device, tag: str
-) -> dict[str, SplitOutputs]:
-    """The system over a condition store's splits, batched exactly as its clean export was."""
-    from sourcetracing.training.data import predict
-
-    out = {}
-    for split in cfg.robustness.splits:
-        rows = _store_rows(store, split, runner.label_map)
-        if runner.task == "classifier":
-            logits, emb = predict(runner.model, store, rows, device, int(cfg.outputs.batch_size))
-            out[split] = SplitOutputs(output_rows(rows), embeddings=emb, logits=logits)
-        else:
-            from sourcetracing.training.ge2e import embed_rows
-
-            source = ClipSource(
-                "features", runner.label_map, rows.iloc[:0], {}, int(store.frame_shape[1]), store
-            )
-            emb, ok = embed_rows(
-                runner.model, source, rows, device, int(cfg.ge2e.batch_size), int(cfg.ge2e.num_workers),
-                desc=f"{tag} {split}", show_progress=False,
-            )  # fmt: skip
-            out[split] = SplitOutputs(output_rows(rows[ok]), embeddings=emb)
-        record_pass(tag, split, len(rows))
-    return out
-
-
 def _protocol_rows(cfg: Config) -> dict[str, pd.DataFrame]:
     splits, _ = prepare_splits(cfg)
     return {s: splits[s].reset_index(drop=True) for s in cfg.robustness.splits}
-
-
-def _run_on_audio(
-    cfg: Config, runner: SystemRunner, condition: StoreCondition, device: torch.device, tag: str
-) -> dict[str, SplitOutputs]:
-    """The MFCC reference or a raw-audio GE2E encoder over the transformed clips of each split."""
-    out = {}
-    for split, rows in _protocol_rows(cfg).items():
-        if runner.task == "reference":
-            from sourcetracing.systems.mfcc import mfcc_jobs, split_features
-
-            key = config_hash({"statistics": runner.model.settings, "condition": condition.settings()})
-            cache = (
-                ExperimentLayout.of(cfg).features_root
-                / CONDITIONS_DIR
-                / f"{condition.name}-{runner.name}-{key}"
-            )
-            x, kept, bad = split_features(
-                rows, cfg.data.root, runner.model.settings, mfcc_jobs(cfg), cache / f"{split}.npz", condition
-            )
-            z, logits = runner.model.apply(x)
-            out[split] = SplitOutputs(output_rows(kept), embeddings=z, logits=logits)
-        else:
-            from sourcetracing.training.ge2e import embed_rows
-
-            source = ConditionedAudioSource(
-                "audio", runner.label_map, rows.iloc[:0], {},
-                audio={"root": cfg.data.root, "sample_rate": cfg.data.sample_rate, "num_samples": clip_samples(cfg)},
-                condition=condition,
-            )  # fmt: skip
-            emb, ok = embed_rows(
-                runner.model, source, rows, device, int(cfg.ge2e.batch_size), int(cfg.ge2e.num_workers),
-                desc=f"{tag} {split}", show_progress=False,
-            )  # fmt: skip
-            out[split] = SplitOutputs(output_rows(rows[ok]), embeddings=emb)
-        record_pass(tag, split, len(rows))
-    return out
-
-
-class ConditionedAudioClips(AudioClips):
-    """``AudioClips`` whose waves pass through a condition (seeded per clip) before the crop."""
-
-    def __init__(self, rows: pd.DataFrame, condition: StoreCondition, **kwargs: Any):
-        super().__init__(rows, **kwargs)
-        self.condition = condition
-        self.clip_ids = list(self.rows["clip_id"])
-
-    def _read(self, pos: int, rng: np.random.Generator | None) -> np.ndarray:
-        wave = self.condition.apply(
-            load_audio(self.paths[pos], self.sample_rate), self.sample_rate, self.clip_ids[pos]
-        )
-        return np.asarray(crop_or_pad(wave, self.num_samples, rng=rng), dtype=np.float32)
-
-
-@dataclass
-class ConditionedAudioSource(ClipSource):
-    """A raw-audio GE2E source whose clips pass through a condition."""
-
-    condition: StoreCondition | None = None
-
-    def dataset(self, rows: pd.DataFrame, train: bool) -> ConditionedAudioClips:
-        return ConditionedAudioClips(rows, condition=self.condition, train=train, **self.audio)
 
 
 def condition_outputs(
@@ -420,10 +303,14 @@ def condition_outputs(
     if manifest.is_file() and json.loads(manifest.read_text()).get("inputs") == inputs:
         return SystemOutputs.read(folder)
     tag = f"{runner.name}@{condition.name}"
-    if store is not None:
-        splits = _run_on_store(cfg, runner, store, device, tag)
-    else:
-        splits = _run_on_audio(cfg, runner, condition, device, tag)
+    if store is not None:  # the condition store's rows, batched exactly as the clean export was
+        rows = {split: _store_rows(store, split, runner.label_map) for split in cfg.robustness.splits}
+    else:  # the transformed clips of each split
+        rows = _protocol_rows(cfg)
+    splits = {}
+    for split, part in rows.items():
+        splits[split] = runner.runner.run_rows(cfg, split, part, store, condition, f"{tag} {split}")
+        record_pass(tag, split, len(part))
     outputs = SystemOutputs(
         runner.name, runner.clean.class_names, splits,
         meta={"task": runner.task, "condition": condition.settings(),
@@ -460,9 +347,8 @@ def judge_condition(runner: SystemRunner, condition: str, outputs: SystemOutputs
     default = runner.default_scorer
     rows = []
     for name, scorer in runner.scorers.items():
-        entry = runner.thresholds["scorers"][name]
-        clean_thr = float(entry["threshold"])
-        clean_cal = LogisticCalibration.from_dict(entry["calibration"]) if entry.get("calibration") else None
+        entry = runner.handle.ood.entry(name)
+        clean_thr, clean_cal = entry.threshold, entry.calibration
         scores = {
             split: np.asarray(scorer.score(part.embeddings, part.logits), dtype=np.float64)
             for split, part in outputs.splits.items()
@@ -519,7 +405,8 @@ def run_robustness(
     device = rank_device(device, info)
     conds = store_conditions(cfg, resolve_conditions(cfg, conditions))
     names = select_systems(cfg, systems, notes=info.is_main)
-    needs_store = any(uses_store(cfg, n) for n in names)
+    handles = {n: open_system(cfg, n) for n in names}  # every staleness check, once, before any work
+    needs_store = any(h.made_from_store for h in handles.values())
     if needs_store:
         FeatureStore.for_config(cfg)  # the clean store must exist: the models were trained on its features
         for condition in conds.values():
@@ -529,12 +416,12 @@ def run_robustness(
     layout = ExperimentLayout.of(cfg)
     rows: list[dict] = []
     with step_lock(layout.locks / "robustness.lock", "the robustness report"):
-        runners = [load_runner(cfg, n, device) for n in names]
+        runners = [runner_of(handles[n], device) for n in names]
         for condition in conds.values():
             store = FeatureStore(store_dir(cfg, condition)) if needs_store else None
             for runner in runners:
                 outputs = condition_outputs(
-                    cfg, runner, condition, store if uses_store(cfg, runner.name) else None, device
+                    cfg, runner, condition, store if runner.uses_store else None, device
                 )
                 rows.extend(judge_condition(runner, condition.name, outputs))
         table = pd.DataFrame(rows, columns=COLUMNS)
@@ -708,6 +595,8 @@ def compare(base: str | Path, other: str | Path, split: str = "eval") -> pd.Data
 
 __all__ = [
     "COLUMNS",
+    "ConditionedAudioClips",
+    "ConditionedAudioSource",
     "SystemRunner",
     "card_markdown",
     "compare",
@@ -722,4 +611,5 @@ __all__ = [
     "run_robustness",
     "select_systems",
     "store_conditions",
+    "why_not_runnable",
 ]

@@ -49,10 +49,13 @@ import pandas as pd
 from sourcetracing.config import Config, load_config
 from sourcetracing.data.protocols import clip_id_of, language_of, prepare_splits
 from sourcetracing.errors import DataError, MissingInputError, WouldOverwriteError
-from sourcetracing.layout import THRESHOLDS, ExperimentLayout
+from sourcetracing.layout import ExperimentLayout
+from sourcetracing.ood.step import OODStep, read_thresholds
 from sourcetracing.provenance import atomic_dir, data_digest, file_digest, write_manifest
+from sourcetracing.systems.handle import DROP_IN
 from sourcetracing.systems.outputs import (
     SCORE_PREFIX,
+    OutputsMeta,
     SplitOutputs,
     SystemOutputs,
     complete_rows,
@@ -392,8 +395,8 @@ def evaluate_scores(
     outputs = outputs_from_scores(key, matched, scores, name)
     cfg = evaluation_config(out_dir, default)
     sys_layout = ExperimentLayout.of(cfg).system(name)
-    meta = sys_layout.outputs / "meta.json"
-    if meta.is_file() and json.loads(meta.read_text()).get("task") != "scores":
+    meta = OutputsMeta.of(sys_layout)
+    if meta is not None and meta.task != DROP_IN:
         raise WouldOverwriteError(
             f"{sys_layout.root} holds a trained system's outputs: choose another --out or --name"
         )
@@ -415,7 +418,7 @@ def evaluate_scores(
         "train_ignored": matched.train_ignored,
         "known_class": results,
         "summary": summary,
-        "default": json.loads((sys_layout.thresholds).read_text())["default"],
+        "default": OODStep.read_folder(sys_layout.ood).default,
     }
 
 
@@ -423,7 +426,7 @@ def write_posteriors(ood_dir: Path, target: Path, outputs: SystemOutputs, prior:
     """Per clip and detector: dev-calibrated llr, P(unseen) at ``prior``, the dev-EER decision; and DCFs."""
     from sourcetracing.ood.calibration import LogisticCalibration, actual_dcf, min_dcf
 
-    info = json.loads((ood_dir / THRESHOLDS).read_text())
+    info = read_thresholds(ood_dir)
     dcf_rows = []
     with atomic_dir(target) as tmp:
         for split in [s for s in outputs.splits if s != "train"]:

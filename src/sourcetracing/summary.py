@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sourcetracing.layout import OUTPUTS_META, ExperimentLayout, SystemLayout
+from sourcetracing.layout import ExperimentLayout, SystemLayout
+from sourcetracing.ood.step import OODStep
+from sourcetracing.systems.outputs import OutputsMeta
 
 METRICS = {
     "eval_macro_f1": "known-class eval macro-F1",
@@ -55,10 +57,10 @@ def experiment_rows(exp_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
         sys_layout = layout.system(folder.name)
         known = json.loads((sys_layout.known_metrics).read_text())
         summary = pd.read_csv(sys_layout.ood_summary)
-        thresholds = json.loads((sys_layout.thresholds).read_text())
-        default = thresholds.get("default")
-        meta_path = sys_layout.outputs / OUTPUTS_META
-        reference = meta_path.is_file() and bool(json.loads(meta_path.read_text()).get("reference", False))
+        step = OODStep.read_folder(sys_layout.ood)
+        default = step.default
+        meta = OutputsMeta.of(sys_layout)
+        reference = meta is not None and meta.reference
         for scorer, part in summary.groupby("scorer", sort=False):
 
             def pick(split: str, subset: str = "all", frame: pd.DataFrame = part) -> pd.Series | None:
@@ -72,10 +74,10 @@ def experiment_rows(exp_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
                     "system": folder.name,
                     "scorer": scorer,
                     "default": scorer == default,
-                    "select": thresholds.get("select", "dev_eer"),  # the dev-only rule of this run
-                    "dev_worst_unseen_auroc": thresholds.get("scorers", {})
-                    .get(scorer, {})
-                    .get("dev_worst_unseen_auroc", np.nan),
+                    "select": step.select,  # the dev-only rule of this run
+                    "dev_worst_unseen_auroc": step.entry(scorer).dev_worst_unseen_auroc
+                    if scorer in step.scorers
+                    else np.nan,
                     "reference": reference,  # reported against, never chosen
                     "eval_macro_f1": known.get("eval", {}).get("macro_f1", np.nan),
                     "dev_eer_%": 100 * dev["eer"] if dev is not None else np.nan,
@@ -96,8 +98,8 @@ def machines(exp_dirs: Sequence[str | Path]) -> list[str]:
     found = []
     for exp in exp_dirs:
         for folder in _system_dirs(Path(exp)):
-            meta = SystemLayout(folder).outputs / OUTPUTS_META
-            name = json.loads(meta.read_text()).get("machine") if meta.is_file() else None
+            meta = OutputsMeta.of(SystemLayout(folder))
+            name = meta.machine if meta is not None else None
             if name and name not in found:
                 found.append(name)
     return found

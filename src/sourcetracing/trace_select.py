@@ -9,15 +9,13 @@ systems) gives way to the best system on dev that can, and the reason is said.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from sourcetracing.config import Config
 from sourcetracing.errors import MissingInputError
-from sourcetracing.layout import OUTPUTS_META, ExperimentLayout
 from sourcetracing.summary import dev_selected, experiment_rows
+from sourcetracing.systems.handle import fuses_members, why_not_traceable
 
-AUDIO_TASKS = ("classifier", "ge2e", "reference")  # tasks whose model trace.py runs on audio
 RULES = {
     "dev_eer": "lowest dev EER among the systems' dev-chosen scorers",
     "dev_worst_unseen_auroc": "highest AUROC on the worst-separated dev-unseen system among the systems' dev-chosen scorers",
@@ -31,41 +29,6 @@ class TraceChoice:
     system: str
     scorer: str | None
     reason: str
-
-
-def task_of(cfg: Config, system: str) -> str | None:
-    """The ``task`` a system's outputs record (None without outputs)."""
-    meta = ExperimentLayout.of(cfg).system(system).outputs / OUTPUTS_META
-    return json.loads(meta.read_text()).get("task") if meta.is_file() else None
-
-
-def why_not_traceable(cfg: Config, system: str, fusion: bool = True) -> str | None:
-    """Why ``trace.py`` cannot run ``system`` on audio (None when it can); the fusion can when all
-    its members can (``fusion=False``: never)."""
-    sys_layout = ExperimentLayout.of(cfg).system(system)
-    task = task_of(cfg, system)
-    if task is None:
-        return f"it has no outputs in {sys_layout.outputs}"
-    if task == "fusion" and fusion:
-        members = json.loads((sys_layout.outputs / OUTPUTS_META).read_text()).get("members", [])
-        for member in members:
-            name, scorer = member.split(":", 1)
-            reason = why_not_traceable(cfg, name, fusion=False)
-            if (
-                reason is None
-                and not (ExperimentLayout.of(cfg).system(name).ood / f"scorer_{scorer}.npz").is_file()
-            ):
-                reason = f"its scorer '{scorer}' is a precomputed score"
-            if reason:
-                return f"its member '{member}' cannot run on audio ({reason})"
-        return None if members else "it records no members"
-    if task not in AUDIO_TASKS:
-        return f"its outputs ({task or 'drop-in scores'}) come from no model that runs on audio"
-    if task != "reference" and not sys_layout.best.is_file():
-        return f"{sys_layout.best} not found"
-    if not sys_layout.thresholds.is_file():
-        return f"it has no OOD step in {sys_layout.ood}"
-    return None
 
 
 def choose_system(cfg: Config, fusion: bool = True) -> TraceChoice:
@@ -83,7 +46,7 @@ def choose_system(cfg: Config, fusion: bool = True) -> TraceChoice:
     if why is None:
         how = (
             " (traced through its members with its saved weights and scaling)"
-            if task_of(cfg, system) == "fusion"
+            if fuses_members(cfg, system)
             else ""
         )
         return TraceChoice(system, scorer, f"chosen on dev: {rule}{how}")
@@ -100,4 +63,4 @@ def choose_system(cfg: Config, fusion: bool = True) -> TraceChoice:
     )  # fmt: skip
 
 
-__all__ = ["TraceChoice", "choose_system", "task_of", "why_not_traceable"]
+__all__ = ["TraceChoice", "choose_system", "why_not_traceable"]

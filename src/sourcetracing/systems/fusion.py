@@ -35,6 +35,7 @@ from sourcetracing.config import Config
 from sourcetracing.errors import DataError, MissingInputError
 from sourcetracing.layout import ExperimentLayout
 from sourcetracing.ood.metrics import auroc, eer
+from sourcetracing.ood.step import OODStep
 from sourcetracing.provenance import data_digest, step_lock
 from sourcetracing.systems.outputs import KEY_COLUMNS, SplitOutputs, SystemOutputs
 
@@ -50,7 +51,7 @@ def candidate_scores(cfg: Config, split: str) -> pd.DataFrame:
     layout = ExperimentLayout.of(cfg)
     frames = []
     for system in layout.systems():
-        path = system.ood / f"scores_{split}.tsv"
+        path = system.scores(split)
         if system.name == SYSTEM or not path.is_file() or is_reference(layout, system.name):
             continue
         table = pd.read_csv(path, sep="\t", keep_default_na=False, dtype={"clip_id": str})
@@ -216,7 +217,7 @@ def export_fusion(cfg: Config) -> Path:
     for split, index in (("dev", dev_all.index), ("eval", eval_all.index)):
         rows = _key(cfg, split, index)
         predicted = pd.read_csv(
-            layout.system(source).ood / f"scores_{split}.tsv",
+            layout.system(source).scores(split),
             sep="\t",
             keep_default_na=False,
             dtype={"clip_id": str},
@@ -247,8 +248,8 @@ def export_fusion(cfg: Config) -> Path:
 
 
 def _ood_id(layout: ExperimentLayout, system: str) -> str:
-    manifest = layout.system(system).ood / "manifest.json"
-    return json.loads(manifest.read_text()).get("id", "") if manifest.is_file() else ""
+    step = OODStep.find(layout.system(system))
+    return step.id if step is not None else ""
 
 
 def _key(cfg: Config, split: str, clip_ids: pd.Index) -> pd.DataFrame:

@@ -17,12 +17,12 @@ and no dev choice (the dev-chosen system, the fusion's members) ever picks it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from sourcetracing.config import Config
 from sourcetracing.layout import ExperimentLayout
 from sourcetracing.systems.mfcc import export_statistics, mfcc_jobs
+from sourcetracing.systems.outputs import OutputsMeta
 
 SYSTEM = "plain_mfcc"
 N_MFCC = 30
@@ -67,5 +67,5 @@ def export_plain(cfg: Config, n_jobs: int | None = None) -> Path:
 
 def is_reference(layout: ExperimentLayout, system: str) -> bool:
     """Whether a system's outputs mark it as a reference (reported, never chosen)."""
-    meta = layout.system(system).outputs / "meta.json"
-    return meta.is_file() and bool(json.loads(meta.read_text()).get("reference", False))
+    meta = OutputsMeta.of(layout.system(system))
+    return meta is not None and meta.reference

@@ -26,7 +26,6 @@ split are cached in ``<exp>/pooled/cache/`` while the clip list and settings sta
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -41,7 +40,13 @@ from sourcetracing.errors import ConfigError, DataError
 from sourcetracing.layout import ExperimentLayout
 from sourcetracing.progress import progress
 from sourcetracing.provenance import data_digest, step_lock
-from sourcetracing.systems.outputs import SplitOutputs, SystemOutputs, output_rows, record_pass
+from sourcetracing.systems.outputs import (
+    OutputsMeta,
+    SplitOutputs,
+    SystemOutputs,
+    output_rows,
+    record_pass,
+)
 
 SYSTEM = "pooled"
 SCORER = "knn"
@@ -312,8 +317,8 @@ def pooled_config(cfg: Config) -> Config:
     out.ood.scorers = [SCORER]
     out.ood.default = SCORER
     out.ood.tune = "none"
-    meta = ExperimentLayout.of(cfg).system(SYSTEM).outputs / "meta.json"
-    ood_k = json.loads(meta.read_text()).get("k", {}).get("ood_k") if meta.is_file() else None
+    meta = OutputsMeta.of(ExperimentLayout.of(cfg).system(SYSTEM))
+    ood_k = meta.get("k", {}).get("ood_k") if meta is not None else None
     if ood_k is None:
         fixed = cfg.pooled.ood_k if cfg.pooled.ood_k is not None else cfg.pooled.k
         if fixed in (None, "auto"):
