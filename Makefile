@@ -108,7 +108,7 @@ ROT_OVERRIDES ?= hybrid.enabled=true hybrid.loss=proxy_anchor pooled.enabled=tru
 demo-hard-rotations: install
 	PYTHON=$(PY) ./run.sh --config $(HARD_CONFIG) --corpus $(HARD_DATA) --corpus-args "--plan hard" --stop-stage 0
 	$(PY) scripts/rotate_protocols.py --protocols $(HARD_DATA)/protocols --families $(HARD_DATA)/corpus_summary.csv \
-		--out $(ROT_DIR) --k $(ROTATIONS) --seed $(ROTATION_SEED)
+		--out $(ROT_DIR) --rotations $(ROTATIONS) --seed $(ROTATION_SEED)
 	for r in $$(seq 0 $$(($(ROTATIONS) - 1))); do \
 		PYTHON=$(PY) ./run.sh --config $(HARD_CONFIG) --stage 1 --stop-stage 8 -- data.protocols=$(ROT_DIR)/rot$$r exp_dir=$(HARD_EXP)_rot$$r $(ROT_OVERRIDES) || exit 1; \
 		PYTHON=$(PY) ./run.sh --config $(HARD_CONFIG) --stage 10 --stop-stage 10 -- data.protocols=$(ROT_DIR)/rot$$r exp_dir=$(HARD_EXP)_rot$$r $(ROT_OVERRIDES) || exit 1; \

@@ -19,7 +19,7 @@ from pathlib import Path
 
 try:
     from sourcetracing import score_files
-    from sourcetracing.cli import report_error
+    from sourcetracing.cli import ListOption, report_error
     from sourcetracing.errors import SourceTracingError
     from sourcetracing.judge import print_known, print_ood
 except ModuleNotFoundError as err:
@@ -37,14 +37,25 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--scores", nargs="+", required=True, type=Path, help="score TSV file(s), read as one"
+        "--scores",
+        action=ListOption,
+        item=Path,
+        required=True,
+        metavar="TSV",
+        help="score TSV file(s), comma-separated, read as one",
     )
     parser.add_argument("--key", required=True, type=Path, help="key TSV (scripts/write_key.py)")
-    parser.add_argument("--out", type=Path, default=None, help="results folder (default: the score file's)")
     parser.add_argument(
-        "--name", default=None, help="name of the evaluated system (default: score file stem)"
+        "--out", type=Path, default=None, help="results folder (default: the first score file's)"
     )
-    parser.add_argument("--prior", type=float, default=0.5, help="expected fraction of unseen clips")
+    parser.add_argument(
+        "--name",
+        default=None,
+        help="name of the evaluated detector in the results (default: score file stem)",
+    )
+    parser.add_argument(
+        "--prior", type=float, default=0.5, help="expected fraction of unseen clips (default 0.5)"
+    )
     parser.add_argument(
         "--default", default="auto", help="score column of OOD_eval_results.txt (default: lowest dev EER)"
     )

@@ -31,7 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, required=True, help="the bundle folder to create (must not exist)"
     )
-    parser.add_argument("--system", default=None, help="system to bundle (default: the one chosen on dev)")
+    parser.add_argument(
+        "--system", default=None, help="trained system to bundle (default: the one chosen on dev)"
+    )
     parser.add_argument(
         "--archive",
         nargs="?",

@@ -30,7 +30,11 @@ def body(cfg, args) -> int:
 
 def main(argv=None) -> int:
     parser = step_parser("export_outputs.py", __doc__)
-    parser.add_argument("--system", default=None, help="default: model.name")
+    parser.add_argument(
+        "--system",
+        default=None,
+        help="trained system to export: its folder under exp_dir (default: model.name)",
+    )
     parser.add_argument(
         "--checkpoint", type=Path, default=None, help="trained systems only (default: the system's best.pt)"
     )

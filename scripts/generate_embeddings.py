@@ -62,11 +62,27 @@ def main(argv=None) -> int:
         "--system",
         "--model",
         default="ge2e",
-        help="system folder under exp_dir, or all: every system with embeddings (default: ge2e)",
+        help="trained system whose embeddings to write: its folder under exp_dir, or all: every system "
+        "with embeddings (default: ge2e)",
     )
-    parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--layout", choices=["npz", "original"], default="npz")
-    parser.add_argument("--layout-root", type=Path, default=None)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder to write into (default: <exp_dir>/<system>/embeddings); one --system only",
+    )
+    parser.add_argument(
+        "--layout",
+        choices=["npz", "original"],
+        default="npz",
+        help="npz: <split>.npz + <split>.csv (default); original: also one .npy per clip as the original did",
+    )
+    parser.add_argument(
+        "--layout-root",
+        type=Path,
+        default=None,
+        help="with --layout original: the root of the .npy files (default: <out>/original)",
+    )
     return run(parser, argv, body)
 
 

@@ -29,7 +29,11 @@ def body(cfg, args) -> int:
 
 def main(argv=None) -> int:
     parser = step_parser("get_classification_metrics.py", __doc__)
-    parser.add_argument("--system", default=None, help="system folder under exp_dir (default: model.name)")
+    parser.add_argument(
+        "--system",
+        default=None,
+        help="trained system to judge: its folder under exp_dir (default: model.name)",
+    )
     return run(parser, argv, body)
 
 

@@ -18,6 +18,7 @@ import argparse
 import sys
 
 try:
+    from sourcetracing.cli import ListOption
     from sourcetracing_tools.demo.corpus import PLANS, CorpusError, build_corpus
     from sourcetracing_tools.demo.engines import ENGINE_GROUPS, ENGINES
 except ModuleNotFoundError as err:
@@ -50,8 +51,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of texts, noises, rooms and model noise")
     parser.add_argument(
         "--engines",
-        default="all",
-        help=f"'all', 'pip', 'debian' or a comma list of {', '.join(ENGINES)} "
+        action=ListOption,
+        item=str.lower,
+        choices=[*ENGINE_GROUPS, *ENGINES],
+        default=["all"],
+        metavar="ENGINE",
+        help=f"engines or groups, comma-separated: all (default), pip, debian, {', '.join(ENGINES)} "
         f"(pip = {','.join(ENGINE_GROUPS['pip'])}; missing engines are skipped)",
     )
     parser.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")

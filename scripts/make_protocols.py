@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 try:
-    from sourcetracing.cli import report_error
+    from sourcetracing.cli import ListOption, report_error
     from sourcetracing.data.mlaad_release import LAYOUTS, SplitOptions, extend_protocols, make_protocols
     from sourcetracing.errors import SourceTracingError
 except ModuleNotFoundError as err:
@@ -47,15 +47,13 @@ def _amount(text: str) -> float:
     return value
 
 
-def _shares(text: str) -> tuple[float, float, float]:
-    """Three comma-separated clip shares (train,dev,eval) summing to 1."""
-    try:
-        parts = tuple(float(x) for x in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected three numbers like 0.5,0.2,0.3, got {text!r}") from None
+def _shares(values: list[float]) -> tuple[float, float, float]:
+    """Three clip shares (train, dev, eval) summing to 1, train > 0."""
+    parts = tuple(values)
     if len(parts) != 3 or any(x < 0 for x in parts) or abs(sum(parts) - 1) > 1e-6 or parts[0] <= 0:
+        text = ",".join(f"{x:g}" for x in parts)
         raise argparse.ArgumentTypeError(
-            f"expected train,dev,eval shares summing to 1 with train > 0, got {text!r}"
+            f"expected train,dev,eval shares summing to 1 with train > 0, got {text}"
         )
     return parts  # type: ignore[return-value]
 
@@ -68,10 +66,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--root", required=True, type=Path, help="MLAAD release folder (holds fake/)")
     parser.add_argument("--out", required=True, type=Path, help="output folder for the protocol files")
     parser.add_argument(
-        "--layout",
+        "--release-layout",
         choices=LAYOUTS,
         default="auto",
-        help="release layout: archive tree or Hugging Face (default: auto)",
+        help="layout of the release under --root: archive tree or Hugging Face (default: auto)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of every draw (default: 0)")
     parser.add_argument(
@@ -94,9 +92,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--clip-shares",
-        type=_shares,
-        default=(0.5, 0.2, 0.3),
-        help="train,dev,eval shares of a known system's clips in train languages (default: 0.5,0.2,0.3)",
+        action=ListOption,
+        item=float,
+        default=[0.5, 0.2, 0.3],
+        metavar="SHARE",
+        help="train, dev and eval shares of a known system's clips in train languages, comma-separated "
+        "(default: 0.5,0.2,0.3)",
     )
     parser.add_argument(
         "--unseen-languages",
@@ -111,10 +112,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="use at most N clips per system folder (default: all)",
     )
     parser.add_argument(
-        "--known", action="append", default=[], metavar="SYSTEM", help="make this system known (repeatable)"
+        "--known",
+        action=ListOption,
+        default=[],
+        metavar="SYSTEM",
+        help="synthesizers to make known, comma-separated",
     )
     parser.add_argument(
-        "--exclude", action="append", default=[], metavar="SYSTEM", help="leave this system out (repeatable)"
+        "--exclude",
+        action=ListOption,
+        default=[],
+        metavar="SYSTEM",
+        help="synthesizers to leave out, comma-separated",
     )
     parser.add_argument("--no-fine", action="store_true", help="do not write the fine/ cell files")
     parser.add_argument(
@@ -142,7 +151,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="with --newer-to dev-eval: share or count of the new systems that go to dev (default: 0.3)",
     )
     parser.add_argument("--force", action="store_true", help="replace protocol files already in --out")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    try:
+        args.clip_shares = _shares(args.clip_shares)
+    except argparse.ArgumentTypeError as err:
+        parser.error(f"argument --clip-shares: {err}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                 seed=args.seed,
                 newer_to=args.newer_to,
                 dev_systems=args.newer_dev_systems,
-                layout=args.layout,
+                layout=args.release_layout,
                 check_audio=not args.no_audio_check,
                 force=args.force,
             )
@@ -178,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.root,
                 args.out,
                 options,
-                layout=args.layout,
+                layout=args.release_layout,
                 fine=not args.no_fine,
                 check_audio=not args.no_audio_check,
                 force=args.force,

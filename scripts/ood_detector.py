@@ -3,9 +3,10 @@
 Mahalanobis, centroid) fitted on the train outputs, thresholds and calibrations on dev, report on eval.
 
     python scripts/ood_detector.py [--config configs/refd_mlaad.yaml] [--system aasist] [--scorers nsd,knn]
-    python scripts/ood_detector.py --feature_extraction_step     # the original's command
+    python scripts/ood_detector.py --feature-extraction-step     # the original's command
+                                                                 # (its --feature_extraction_step works too)
 
---feature_extraction_step (the original's flag: extract the model's hidden states and logits
+--feature-extraction-step (the original's flag: extract the model's hidden states and logits
 first) re-exports the system's outputs before scoring, with the system's own exporter (as
 scripts/export_outputs.py --system does; --checkpoint for the trained systems); without it the
 step reads the outputs the system's step exported. Writes <exp_dir>/<system>/ood_step/.
@@ -15,7 +16,7 @@ import sys
 from pathlib import Path
 
 try:
-    from sourcetracing.cli import run, step_parser
+    from sourcetracing.cli import ListOption, add_alias, run, step_parser
     from sourcetracing.judge import ood_step, print_ood
 except ModuleNotFoundError as err:
     sys.exit(
@@ -36,8 +37,7 @@ def body(cfg, args) -> int:
         own = system_config(cfg, system)
     except ConfigError:  # a system no step of this config makes (a user's own): the config's settings
         own = cfg
-    names = [s.strip() for s in args.scorers.split(",") if s.strip()] if args.scorers else None
-    summary = ood_step(own, system, names)
+    summary = ood_step(own, system, args.scorers)
     print_ood(system, summary)
     print(f"OOD report written to {ExperimentLayout.of(cfg).system(system).ood}")
     return 0
@@ -45,13 +45,24 @@ def body(cfg, args) -> int:
 
 def main(argv=None) -> int:
     parser = step_parser("ood_detector.py", __doc__)
-    parser.add_argument("--system", default=None, help="system folder under exp_dir (default: model.name)")
-    parser.add_argument("--scorers", default=None, help="comma-separated subset of ood.scorers")
     parser.add_argument(
-        "--feature_extraction_step",
-        action="store_true",
-        help="re-export the outputs from the checkpoint first",
+        "--system",
+        default=None,
+        help="trained system to score: its folder under exp_dir (default: model.name)",
     )
+    parser.add_argument(
+        "--scorers",
+        action=ListOption,
+        default=None,
+        metavar="SCORER",
+        help="OOD scorers to run, comma-separated: a subset of ood.scorers (default: all of them)",
+    )
+    parser.add_argument(
+        "--feature-extraction-step",
+        action="store_true",
+        help="re-export the outputs from the checkpoint first (the original's --feature_extraction_step)",
+    )
+    add_alias(parser, "--feature_extraction_step", of="--feature-extraction-step")
     parser.add_argument(
         "--checkpoint", type=Path, default=None, help="export with this checkpoint first (default: best.pt)"
     )

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 try:
-    from sourcetracing.cli import run, step_parser
+    from sourcetracing.cli import ListOption, run, step_parser
 except ModuleNotFoundError as err:
     sys.exit(
         f"error: {err.name} is not importable from {sys.executable}; run `make install` and use "
@@ -44,13 +44,34 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--system",
         default="ge2e",
-        help="system folder under exp_dir, or all: every system with embeddings (default: ge2e)",
+        help="trained system to map: its folder under exp_dir, or all: every system with embeddings "
+        "(default: ge2e)",
     )
-    parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--method", choices=["auto", "umap", "tsne"], default="auto")
-    parser.add_argument("--max-points", type=int, default=3000)
-    parser.add_argument("--splits", nargs="*", default=None)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="PNG file (default: <exp_dir>/<system>/embeddings/embedding_map.png); one --system only",
+    )
+    parser.add_argument(
+        "--method",
+        choices=["auto", "umap", "tsne"],
+        default="auto",
+        help="2-D projection (default auto: UMAP when umap-learn is installed, else t-SNE)",
+    )
+    parser.add_argument(
+        "--max-points", type=int, default=3000, help="clips drawn at most, a seeded sample (default 3000)"
+    )
+    parser.add_argument(
+        "--splits",
+        action=ListOption,
+        default=None,
+        metavar="SPLIT",
+        help="protocol splits to draw, comma-separated (default: all)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the sample and the projection (default 0)"
+    )
     return run(parser, argv, body)
 
 

@@ -19,7 +19,7 @@ robustness_macro_f1.png) and <exp_dir>/robustness/<condition>/<system>/outputs/.
 import sys
 
 try:
-    from sourcetracing.cli import report_error, run, step_parser
+    from sourcetracing.cli import ListOption, report_error, run, step_parser
 except ModuleNotFoundError as err:
     sys.exit(
         f"error: {err.name} is not importable from {sys.executable}; run `make install` and use "
@@ -27,14 +27,10 @@ except ModuleNotFoundError as err:
     )
 
 
-def _names(text: str | None) -> list[str] | None:
-    return [s.strip() for s in text.split(",") if s.strip()] if text else None
-
-
 def body(cfg, args) -> int:
     from sourcetracing.robustness import run_robustness
 
-    run_robustness(cfg, _names(args.conditions), _names(args.systems))
+    run_robustness(cfg, args.conditions, args.systems)
     return 0
 
 
@@ -70,12 +66,18 @@ def show_comparison(base: str, other: str) -> int:
 def main(argv=None) -> int:
     parser = step_parser("robustness.py", __doc__)
     parser.add_argument(
-        "--conditions", default=None, help="comma-separated condition names (default: robustness.conditions)"
+        "--conditions",
+        action=ListOption,
+        default=None,
+        metavar="CONDITION",
+        help="conditions to run, comma-separated (default: robustness.conditions; see --list-conditions)",
     )
     parser.add_argument(
         "--systems",
+        action=ListOption,
         default=None,
-        help="comma-separated systems (default: robustness.systems, else all runnable)",
+        metavar="SYSTEM",
+        help="trained systems to run, comma-separated (default: robustness.systems, else every runnable one)",
     )
     parser.add_argument("--list-conditions", action="store_true", help="list the default conditions and exit")
     parser.add_argument(

@@ -2,7 +2,7 @@
 """Protocol rotation: K seeded partitions of a corpus's systems into known / dev-unseen / eval-unseen.
 
     python scripts/rotate_protocols.py --protocols data/demo_hard/protocols \
-        --families data/demo_hard/corpus_summary.csv --out data/demo_hard/rotations --k 5 --seed 0
+        --families data/demo_hard/corpus_summary.csv --out data/demo_hard/rotations --rotations 5 --seed 0
 
 Writes <out>/rot<i>/{train,dev,eval}.csv (the v5 format, paths unchanged), <out>/rot<i>/roles.csv
 and <out>/rotations.md (each system's role in each rotation). Run the pipeline on a rotation with
@@ -34,7 +34,7 @@ def main(argv=None) -> int:
         "--protocols", type=Path, required=True, help="folder with train.csv, dev.csv, eval.csv"
     )
     parser.add_argument("--out", type=Path, required=True, help="folder to write rot<i>/ into")
-    parser.add_argument("--k", type=int, default=5, help="number of rotations (default 5)")
+    parser.add_argument("--rotations", type=int, default=5, help="number of rotations K (default 5)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the draw (default 0)")
     parser.add_argument("--families", type=Path, default=None, help="corpus summary CSV with system, twin_of")
     parser.add_argument(
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
         families = twin_families(args.families) if args.families else None
         rotations = rotate(
             args.protocols,
-            args.k,
+            args.rotations,
             args.seed,
             args.dev_unseen,
             args.eval_unseen,

@@ -1,14 +1,14 @@
 #!/usr/bin/env python
-"""How separable some systems are under the statistics system's whole-clip statistics.
+"""How separable some synthesizers are under the statistics system's whole-clip statistics.
 
     python scripts/separability.py --config configs/demo_hard.yaml \\
-        --systems espeak-ng/en-us/m3 espeak-ng/en-us/m3-slow [--splits train dev] [--out FILE]
+        --synthesizers espeak-ng/en-us/m3,espeak-ng/en-us/m3-slow [--splits train,dev] [--out FILE]
 
-Reads the clean clips of the named systems from the config's protocols (the chosen splits, default
+Reads the clean clips of the named synthesizers (the protocols' model_name) from the config's protocols (the chosen splits, default
 all), computes the groups of ``stats.features`` for each (override with e.g.
 ``"stats.features=[mfcc,prosody,spectrum,duration]"``), and prints the k-fold accuracy of a
 standardised logistic regression at a few strengths against chance, and the statistics that differ
-most (d′ for two systems). A diagnostic: nothing is trained or written into the experiment.
+most (d′ for two synthesizers). A diagnostic: nothing is trained or written into the experiment.
 """
 
 import sys
@@ -17,7 +17,7 @@ from pathlib import Path
 try:
     import pandas as pd
 
-    from sourcetracing.cli import run, step_parser
+    from sourcetracing.cli import ListOption, run, step_parser
     from sourcetracing.errors import DataError
 except ModuleNotFoundError as err:
     sys.exit(
@@ -39,8 +39,8 @@ def body(cfg, args) -> int:
     if unknown_splits:
         raise DataError(f"no split {unknown_splits} in the protocols (there are {sorted(raw)})")
     rows = pd.concat([raw[s] for s in splits], ignore_index=True)
-    rows = rows[rows["model_name"].isin(args.systems)].reset_index(drop=True)
-    missing = [s for s in args.systems if s not in set(rows["model_name"])]
+    rows = rows[rows["model_name"].isin(args.synthesizers)].reset_index(drop=True)
+    missing = [s for s in args.synthesizers if s not in set(rows["model_name"])]
     if missing:
         raise DataError(f"no clips of {missing} in the {'/'.join(splits)} split(s)")
     settings = stats_settings(cfg)
@@ -63,13 +63,23 @@ def body(cfg, args) -> int:
 
 def main(argv=None) -> int:
     parser = step_parser("separability.py", __doc__)
-    parser.add_argument("--systems", nargs="+", required=True, help="two or more system names (model_name)")
     parser.add_argument(
-        "--splits", nargs="+", default=None, help="protocol splits to take clips from (default: all)"
+        "--synthesizers",
+        action=ListOption,
+        required=True,
+        metavar="NAME",
+        help="two or more synthesizers (the protocols' model_name), comma-separated",
+    )
+    parser.add_argument(
+        "--splits",
+        action=ListOption,
+        default=None,
+        metavar="SPLIT",
+        help="protocol splits to take clips from, comma-separated (default: all)",
     )
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
     parser.add_argument("--top", type=int, default=8, help="how many statistics to list (default 8)")
-    parser.add_argument("--jobs", type=int, default=None, help="parallel audio workers")
+    parser.add_argument("--jobs", type=int, default=None, help="parallel audio workers (default: mfcc.jobs)")
     parser.add_argument("--out", type=Path, default=None, help="also write the report to this file")
     return run(parser, argv, body)
 

@@ -5,14 +5,20 @@ python scripts/summarize_results.py --config configs/demo.yaml              # ->
 python scripts/summarize_results.py --exp exp/demo_s0 exp/demo_s1 exp/demo_s2 --out exp/seeds.md   # mean ± sd
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 try:
     from sourcetracing import summary
-    from sourcetracing.cli import announce_config, report_error
-    from sourcetracing.config import load_config
+    from sourcetracing.cli import (
+        ListOption,
+        announce_config,
+        config_for,
+        parse_command,
+        print_config,
+        report_error,
+        step_parser,
+    )
     from sourcetracing.errors import SourceTracingError
 except ModuleNotFoundError as err:
     sys.exit(
@@ -22,24 +28,31 @@ except ModuleNotFoundError as err:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=summary.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = step_parser("summarize_results.py", summary.__doc__)
+    parser.add_argument(
+        "--exp",
+        action=ListOption,
+        default=None,
+        metavar="DIR",
+        help="experiment folder(s) to summarise instead of --config's exp_dir, comma-separated; "
+        "several = mean ± sd",
     )
-    parser.add_argument("--config", default=None, help="experiment YAML (its exp_dir is summarised)")
-    parser.add_argument("--exp", nargs="+", default=None, help="experiment folder(s); several = mean ± sd")
     parser.add_argument("--out", type=Path, default=None, help="markdown file (default <exp_dir>/summary.md)")
     parser.add_argument(
         "--twins", type=Path, default=None,
         help="a demo corpus's corpus_summary.csv: adds the near-twin table (default: the one beside data.root, if any)",
     )  # fmt: skip
-    parser.add_argument("overrides", nargs="*", default=[])
-    args = parser.parse_args(argv)
+    args = parse_command(parser, argv)
+    if args.print_config and args.exp and len(args.exp) > 1:
+        parser.error("--print-config prints one configuration: give one --exp folder (or --config)")
     try:
         twins_file = args.twins
+        if args.print_config:
+            return print_config(config_for(args.config, args.exp[0] if args.exp else None, args.overrides))
         if args.exp:
             dirs = [Path(e) for e in args.exp]
         else:
-            cfg = load_config(args.config or "configs/refd_mlaad.yaml", args.overrides)
+            cfg = config_for(args.config, None, args.overrides)
             announce_config(cfg, args.config, args.overrides)
             dirs = [Path(cfg.exp_dir)]
             beside = Path(cfg.data.root).parent / "corpus_summary.csv"

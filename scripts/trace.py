@@ -15,7 +15,14 @@ try:
     import pandas as pd
 
     from sourcetracing import trace
-    from sourcetracing.cli import exp_config, exp_parser, positive_count, report_error, split_overrides
+    from sourcetracing.cli import (
+        exp_config,
+        exp_parser,
+        parse_command,
+        positive_count,
+        report_error,
+        split_overrides,
+    )
 except ModuleNotFoundError as err:
     sys.exit(
         f"error: {err.name} is not importable from {sys.executable}; run `make install` and use "
@@ -24,14 +31,13 @@ except ModuleNotFoundError as err:
 
 
 def parser():
-    parser = exp_parser(None, trace.__doc__)
+    parser = exp_parser(
+        None, trace.__doc__, "audio files or folders (searched recursively); key=value overrides too"
+    )
     parser.add_argument(
         "--bundle",
         default=None,
         help="a tracer bundle (scripts/export_bundle.py: folder, .tar.gz or .zip): trace without the experiment",
-    )
-    parser.add_argument(
-        "inputs", nargs="*", help="audio files or folders (searched recursively); key=value overrides too"
     )
     parser.add_argument(
         "--sample-eval",
@@ -44,7 +50,7 @@ def parser():
     parser.add_argument(
         "--system",
         default=None,
-        help="system to trace with (default: the one chosen on dev, said in the output)",
+        help="trained system to trace with (default: the one chosen on dev, said in the output)",
     )
     parser.add_argument(
         "--top-k", type=int, default=None, help="systems listed per clip (default: trace.top_k)"
@@ -59,7 +65,9 @@ def parser():
         help="CSV file (default: <exp_dir>/trace/trace_<time>.csv; with --bundle ./trace_<time>.csv)",
     )
     parser.add_argument("--device", default=None, help="auto | cpu | cuda (default: the config's)")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument(
+        "--batch-size", type=positive_count, default=16, help="clips per batch through the model (default 16)"
+    )
     return parser
 
 
@@ -67,15 +75,27 @@ def main(argv: list[str] | None = None) -> int:
     from sourcetracing.errors import ConfigError, SourceTracingError, WouldOverwriteError
     from sourcetracing.layout import ExperimentLayout
 
-    args = parser().parse_intermixed_args(argv)  # clips and overrides may come before or after the options
+    args = parse_command(
+        parser(), argv, intermixed=True
+    )  # clips and overrides may come before or after the options
     inputs, overrides = split_overrides(args.inputs)
     try:
         if args.out is not None and args.out.exists():  # before any work
             raise WouldOverwriteError(f"{args.out} exists; choose another --out")
         if args.bundle:
-            if args.config or args.exp or overrides or args.sample_eval or args.system or args.scorer:
+            given = (
+                args.config,
+                args.exp,
+                overrides,
+                args.sample_eval,
+                args.system,
+                args.scorer,
+                args.print_config,
+            )
+            if any(given):
                 raise ConfigError(
-                    "--bundle traces with the bundle alone: drop --config, --exp, overrides, --sample-eval, --system and --scorer"
+                    "--bundle traces with the bundle alone: drop --config, --exp, overrides, --print-config, "
+                    "--sample-eval, --system and --scorer"
                 )
             tracer = trace.Tracer.from_bundle(args.bundle, args.device)
             why, folder = f"the bundle {args.bundle}", Path.cwd()

@@ -196,7 +196,8 @@ def _names() -> str:
 
 
 def _main(srv: FileServer, registry: dict[str, resources.Resource], data: Path, *extra: str) -> int:
-    argv = ["--data-dir", str(data), "--base-url", srv.url, "--no-progress", "--only", _names(), *extra]
+    only = [] if "--only" in extra else ["--only", _names()]  # a repeated --only adds to the list
+    argv = ["--data-dir", str(data), "--base-url", srv.url, "--no-progress", *only, *extra]
     return cli.main(argv, registry=registry)
 
 

@@ -80,7 +80,7 @@ def test_enrolment_names_the_held_back_system_and_removing_it_restores_every_dec
     every = clips["others"] + clips["rest"]
     before = {s: trace.Tracer.load(cfg, s).trace(every) for s in SYSTEMS}
     argv = ["--config", str(corpus.config_path), f"exp_dir={cfg.exp_dir}"]
-    assert enroll_main([*argv, "--system", NAME, *map(str, clips["enrol"])]) == 0
+    assert enroll_main([*argv, "--add", NAME, *map(str, clips["enrol"])]) == 0
     assert f"enrolled '{NAME}' into aasist (5 clips), ge2e (5 clips)" in capsys.readouterr().out
 
     record = json.loads(layout.enrolled.read_text())["systems"][NAME]
@@ -124,25 +124,25 @@ def test_bad_enrolments_are_refused_with_one_line(experiment, tmp_path, capsys) 
     cfg, clips = _copy(experiment, tmp_path)
     argv = ["--config", str(corpus.config_path), f"exp_dir={cfg.exp_dir}"]
     known = LabelMap.read(cfg.exp_dir).known[0]
-    assert enroll_main([*argv, "--system", known, str(clips["enrol"][0])]) == 1
+    assert enroll_main([*argv, "--add", known, str(clips["enrol"][0])]) == 1
     assert "is a known (trained) system already" in capsys.readouterr().err
     broken = tmp_path / "broken.wav"
     broken.write_bytes(b"not audio")
-    assert enroll_main([*argv, "--system", NAME, str(clips["enrol"][0]), str(broken)]) == 1
+    assert enroll_main([*argv, "--add", NAME, str(clips["enrol"][0]), str(broken)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "1 of 2 enrolment clip(s) could not be read" in err[0]
     assert not ExperimentLayout.of(cfg).enrolled.exists()  # nothing written
     assert enroll_main([*argv, "--remove", NAME]) == 1
     assert "is not enrolled" in capsys.readouterr().err
-    assert enroll_main([*argv, "--system", NAME, *map(str, clips["enrol"][:2])]) == 0
-    assert enroll_main([*argv, "--system", NAME, str(clips["enrol"][0])]) == 1
+    assert enroll_main([*argv, "--add", NAME, *map(str, clips["enrol"][:2])]) == 0
+    assert enroll_main([*argv, "--add", NAME, str(clips["enrol"][0])]) == 1
     assert "--replace" in capsys.readouterr().err
-    assert enroll_main([*argv, "--system", NAME, "--replace", *map(str, clips["enrol"][:3])]) == 0
+    assert enroll_main([*argv, "--add", NAME, "--replace", *map(str, clips["enrol"][:3])]) == 0
     assert (
         json.loads(ExperimentLayout.of(cfg).enrolled.read_text())["systems"][NAME]["into"]["ge2e"]["n_clips"]
         == 3
     )
-    assert enroll_main([*argv, "--system", "other", "--into", "mfcc", str(clips["enrol"][0])]) == 1
+    assert enroll_main([*argv, "--add", "other", "--systems", "mfcc", str(clips["enrol"][0])]) == 1
     assert "cannot enrol into 'mfcc'" in capsys.readouterr().err
     with pytest.raises(DataError, match="must come from"):
         trace.Tracer.load(cfg, "ge2e", scorer="mahalanobis")
@@ -188,7 +188,7 @@ def test_the_measurement_writes_the_table_and_the_curve(experiment, tmp_path, ca
     assert ge2e[(ge2e["system"] == enrol.MEAN) & (ge2e["n"] == 5)]["recall"].iloc[0] > 0.5
     for scorer in ("centroid", "knn"):  # the scorer trace.py would use: trace.scorer when it is set
         assert (
-            enroll_main([*argv, f"trace.scorer={scorer}", "--measure", "--into", "ge2e", "--repeats", "1"])
+            enroll_main([*argv, f"trace.scorer={scorer}", "--measure", "--systems", "ge2e", "--repeats", "1"])
             == 0
         )
         assert set(

@@ -385,7 +385,7 @@ def test_trace_refuses_parts_that_do_not_belong_together(reference, tmp_path, ca
     # a swapped best.pt: the outputs were not made with it
     shutil.copy(other, aasist.best)
     code, line = traced()
-    assert code == 3 and "best.pt" in line and "--feature_extraction_step" in line
+    assert code == 3 and "best.pt" in line and "--feature-extraction-step" in line
     shutil.copy(backup / "trained_models" / "best.pt", aasist.best)
     # outputs of another checkpoint: the OOD step was not fitted on them
     export_classifier(exp.cfg, checkpoint=other)

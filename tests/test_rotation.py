@@ -118,7 +118,7 @@ def test_rotate_protocols_script_writes_every_rotation(source, tmp_path) -> None
     out = tmp_path / "rot"
     script = Path(__file__).resolve().parents[1] / "scripts" / "rotate_protocols.py"
     done = subprocess.run(
-        [sys.executable, str(script), "--protocols", str(proto), "--out", str(out), "--k", "3",
+        [sys.executable, str(script), "--protocols", str(proto), "--out", str(out), "--rotations", "3",
          "--families", str(tmp_path / "corpus_summary.csv")],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
@@ -126,7 +126,7 @@ def test_rotate_protocols_script_writes_every_rotation(source, tmp_path) -> None
     assert sorted(p.name for p in out.iterdir()) == ["rot0", "rot1", "rot2", "rotations.md"]
     # another process with another string-hash seed draws the very same rotations
     again = subprocess.run(
-        [sys.executable, str(script), "--protocols", str(proto), "--out", str(tmp_path / "again"), "--k", "3",
+        [sys.executable, str(script), "--protocols", str(proto), "--out", str(tmp_path / "again"), "--rotations", "3",
          "--families", str(tmp_path / "corpus_summary.csv")],
         capture_output=True, text=True, check=False, env={**os.environ, "PYTHONHASHSEED": "12345"},
     )  # fmt: skip

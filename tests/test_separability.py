@@ -60,7 +60,7 @@ def test_separability_script_on_a_tiny_corpus(tmp_path) -> None:
     overrides = ["--", f"data.root={root}", f"data.protocols={proto}", f"exp_dir={tmp_path / 'exp'}"]
     out = tmp_path / "sep.md"
     done = subprocess.run(
-        [*common, "--systems", "sys/a", "sys/b", "--out", str(out), *overrides],
+        [*common, "--synthesizers", "sys/a", "sys/b", "--out", str(out), *overrides],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -70,6 +70,9 @@ def test_separability_script_on_a_tiny_corpus(tmp_path) -> None:
     assert accuracies == [1.0]  # 200 Hz and 700 Hz tones: always told apart
     assert not (tmp_path / "exp").exists()  # a diagnostic writes nothing into the experiment
     bad = subprocess.run(
-        [*common, "--systems", "sys/a", "sys/zzz", *overrides], capture_output=True, text=True, check=False
+        [*common, "--synthesizers", "sys/a", "sys/zzz", *overrides],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert bad.returncode == 1 and "no clips of ['sys/zzz']" in bad.stderr

@@ -301,7 +301,7 @@ def test_ood_detector_re_exports_the_named_system_before_scoring(experiment, cap
 def test_ood_detector_judges_the_plain_reference_with_its_own_fixed_scorer(experiment, capsys) -> None:
     corpus, cfg = experiment
     main = script_main("scripts/ood_detector.py")
-    args = ["--config", str(corpus.config_path), "--system", "plain_mfcc", "--feature_extraction_step", *FAST]
+    args = ["--config", str(corpus.config_path), "--system", "plain_mfcc", "--feature-extraction-step", *FAST]
     assert main(args) == 0
     assert "plain_mfcc outputs written" in capsys.readouterr().out
     summary = pd.read_csv(Path(cfg.exp_dir) / "plain_mfcc" / "ood_step" / "ood_summary.csv")

@@ -124,7 +124,7 @@ def test_a_retrained_model_or_a_stale_ood_step_is_refused(experiment, tmp_path) 
     # a retrained (other) checkpoint: the outputs no longer come from it
     cfg2.train.lr = 3e-3
     train_classifier(cfg2, force=True, export=False)
-    with pytest.raises(StaleInputError, match="feature_extraction_step"):
+    with pytest.raises(StaleInputError, match="feature-extraction-step"):
         trace.Tracer.load(cfg2, "aasist")
     # re-exported outputs but an old OOD step
     export_classifier(cfg2)

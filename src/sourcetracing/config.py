@@ -972,7 +972,13 @@ def add_config_args(parser: argparse.ArgumentParser, required: bool = False) -> 
         default=None,  # None: not given; config_from_args reads DEFAULT_CONFIG then
         help=f"experiment YAML (default: {DEFAULT_CONFIG}, the original baseline's recipe on MLAAD)",
     )
-    parser.add_argument("overrides", nargs="*", default=[], help="dotted overrides, e.g. train.epochs=3")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        action="extend",  # a key=value after a list option joins these (sourcetracing.cli.ListOption)
+        default=[],
+        help="dotted config overrides, e.g. train.epochs=3",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

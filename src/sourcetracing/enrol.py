@@ -1,10 +1,10 @@
 """Enrolling a new known system from a few of its clips, without retraining.
 
-    python scripts/enroll.py --config X --system NAME clip.wav more_clips/ ...   # into every system with embeddings
+    python scripts/enroll.py --config X --add NAME clip.wav more_clips/ ...   # into every system with embeddings
     python scripts/enroll.py --config X --remove NAME
     python scripts/enroll.py --config X --list
     python scripts/enroll.py --config X --refresh       # re-embed the recorded clips (after a retraining)
-    python scripts/enroll.py --config X --measure [--into aasist] [--sizes 1,3,5,10] [--repeats 5]
+    python scripts/enroll.py --config X --measure [--systems aasist] [--sizes 1,3,5,10] [--repeats 5]
 
 The clips go through each trained system that exports embeddings (AASIST's penultimate layer, the
 GE2E encoder), exactly as ``trace.py`` computes them (the system's runner,
@@ -298,7 +298,7 @@ def enrol(
     layout = ExperimentLayout.of(cfg)
     name = name.strip()
     if not name:
-        raise DataError("an enrolled system needs a non-empty name (--system NAME)")
+        raise DataError("an enrolled system needs a non-empty name (--add NAME)")
     with step_lock(layout.locks / "enrol.lock", "the enrolment record"):
         record = read_record(layout)
         targets = _targets(layout, into)

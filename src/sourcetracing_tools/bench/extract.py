@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sourcetracing.cli import ListOption
 from sourcetracing.costs import RATES_FILE, save_rates
 from sourcetracing_tools.bench.corpus import speech_like, write_bench_corpus
 from sourcetracing_tools.bench.report import (
@@ -197,7 +198,7 @@ def _defaults(args: argparse.Namespace, device: torch.device) -> None:
         if getattr(args, name) is None:
             setattr(args, name, on_cuda if cuda else on_cpu)
     if args.precisions is None:
-        args.precisions = ",".join(CUDA_PRECISIONS if cuda else CPU_PRECISIONS)
+        args.precisions = list(CUDA_PRECISIONS if cuda else CPU_PRECISIONS)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -205,7 +206,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="benchmark.py extract", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda | cuda:N")
-    parser.add_argument("--precisions", default=None, help="comma list of float32,tf32,bf16,fp16")
+    parser.add_argument(
+        "--precisions",
+        action=ListOption,
+        choices=CUDA_PRECISIONS,
+        default=None,
+        metavar="PRECISION",
+        help="precisions to measure, comma-separated (default: all four on CUDA, float32 on CPU)",
+    )
     parser.add_argument("--clips", type=int, default=None, help="clips through the model-only ceiling")
     parser.add_argument("--ref-clips", type=int, default=None, help="clips through the original style")
     parser.add_argument(
@@ -213,8 +221,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--batch-size", type=int, default=None, help="toolkit batch (features.batch_size)")
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers of the full path")
-    parser.add_argument("--layer", type=int, default=5)
-    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument(
+        "--layer",
+        type=int,
+        default=5,
+        help="hidden layer whose states are extracted (frontend.hf_ssl.layer, default 5)",
+    )
+    parser.add_argument("--seconds", type=float, default=4.0, help="clip length in seconds (default 4)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--dir", type=Path, default=None, help="scratch folder (default: a temp folder)")
     parser.add_argument("--out", type=Path, default=None, help="also write the report (Markdown) here")
@@ -240,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.tiny:
         args.layer = min(args.layer, TINY_CONFIG["num_hidden_layers"])
-    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    precisions = args.precisions
     default_precision = "bf16" if device.type == "cuda" else "float32"
     num_samples = int(args.seconds * 16000)
     unique = make_waves(min(args.batch_size, max(args.clips, args.ref_clips)), args.seconds)

@@ -87,17 +87,19 @@ def _time(fn, repeats: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="GE2E loss: vectorised vs loop (forward + backward)")
-    parser.add_argument("--systems", type=int, default=10)
-    parser.add_argument("--clips", type=int, default=4)
-    parser.add_argument("--dim", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=50)
+    parser = argparse.ArgumentParser(
+        prog="benchmark.py ge2e-loss", description="GE2E loss: vectorised vs loop (forward + backward)"
+    )
+    parser.add_argument("--classes", type=int, default=10, help="classes (systems) per batch, N (default 10)")
+    parser.add_argument("--clips", type=int, default=4, help="clips per class, M (default 4)")
+    parser.add_argument("--dim", type=int, default=256, help="embedding dimension, D (default 256)")
+    parser.add_argument("--repeats", type=int, default=50, help="timed repetitions (default 50)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave as is)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    n, m, d = args.systems, args.clips, args.dim
+    n, m, d = args.classes, args.clips, args.dim
     print(
         f"GE2E loss, N={n} systems x M={m} clips, D={d}, forward+backward, CPU threads={torch.get_num_threads()}"
     )

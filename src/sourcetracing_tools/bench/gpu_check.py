@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("directory", type=Path)
+    parser.add_argument(
+        "directory", type=Path, help="the folder of gpu_check.sh's logs; gpu_check.md is written there"
+    )
     parser.add_argument("--cuda", default="", help="one line describing the CUDA device (or its absence)")
     args = parser.parse_args(argv)
     text = build_report(args.directory, args.cuda)

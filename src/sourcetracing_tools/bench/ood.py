@@ -28,6 +28,8 @@ import time
 
 import numpy as np
 
+from sourcetracing.cli import ListOption
+
 METHODS = ("original", "nsd", "knn")
 
 
@@ -164,18 +166,27 @@ def _run_child(method: str, args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="benchmark.py ood", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--n-train", type=int, default=55_000)
-    parser.add_argument("--n-eval", type=int, default=170_000)
-    parser.add_argument("--dim", type=int, default=160)
-    parser.add_argument("--classes", type=int, default=24)
+    parser.add_argument("--n-train", type=int, default=55_000, help="train embeddings (default 55,000)")
+    parser.add_argument("--n-eval", type=int, default=170_000, help="eval embeddings (default 170,000)")
+    parser.add_argument("--dim", type=int, default=160, help="embedding dimension (default 160)")
+    parser.add_argument("--classes", type=int, default=24, help="known classes (default 24)")
     parser.add_argument(
         "--dense-rows", type=int, default=5_000, help="eval rows the dense matrix is measured on"
     )
-    parser.add_argument("--k", type=int, default=5)
-    parser.add_argument("--chunk-size", type=int, default=4096)
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--k", type=int, default=5, help="neighbours of the k-NN scorer (default 5)")
+    parser.add_argument(
+        "--chunk-size", type=int, default=4096, help="rows per chunk of the chunked scorers (default 4096)"
+    )
+    parser.add_argument(
+        "--methods",
+        action=ListOption,
+        choices=METHODS,
+        default=list(METHODS),
+        metavar="METHOD",
+        help=f"methods to run, comma-separated (default: {','.join(METHODS)})",
+    )
     parser.add_argument("--child", choices=METHODS, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -183,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(child(args)))
         return 0
 
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    methods = args.methods
     print(
         f"OOD scoring: {args.n_train:,} train x {args.n_eval:,} eval embeddings, dim {args.dim}, "
         f"{args.classes} classes; k={args.k}, chunk {args.chunk_size}"

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from sourcetracing.cli import ListOption
 from sourcetracing.costs import RATES_FILE, save_rates
 from sourcetracing_tools.bench.report import (
     Target,
@@ -150,7 +151,7 @@ def _defaults(args: argparse.Namespace, device: torch.device) -> None:
         if getattr(args, name) is None:
             setattr(args, name, on_cuda if cuda else on_cpu)
     if args.precisions is None:
-        args.precisions = "float32,bf16,fp16" if cuda else "float32,bf16"
+        args.precisions = ["float32", "bf16", "fp16"] if cuda else ["float32", "bf16"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -158,14 +159,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="benchmark.py train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda | cuda:N")
-    parser.add_argument("--precisions", default=None, help="comma list of float32,bf16,fp16")
+    parser.add_argument(
+        "--precisions",
+        action=ListOption,
+        choices=("float32", "bf16", "fp16"),
+        default=None,
+        metavar="PRECISION",
+        help="train.precision values to measure, comma-separated (default: float32,bf16,fp16 on CUDA, "
+        "float32,bf16 on CPU)",
+    )
     parser.add_argument("--batch-size", type=int, default=None, help="train.batch_size (128 in the recipe)")
     parser.add_argument(
         "--steps", type=int, default=None, help="timed steps per row (store rows = batch x steps)"
     )
     parser.add_argument("--workers", type=int, default=None, help="train.num_workers of the full rows")
-    parser.add_argument("--frames", type=int, default=199)
-    parser.add_argument("--dim", type=int, default=768)
+    parser.add_argument("--frames", type=int, default=199, help="feature frames per sample (default 199)")
+    parser.add_argument("--dim", type=int, default=768, help="feature dimension (default 768)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--dir", type=Path, default=None, help="scratch folder (default: a temp folder)")
     parser.add_argument("--out", type=Path, default=None, help="also write the report (Markdown) here")
@@ -184,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     _defaults(args, device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    precisions = args.precisions
     rows: list[dict] = []
     rates: dict[tuple[str, str], float] = {}
     peaks: dict[str, float] = {}

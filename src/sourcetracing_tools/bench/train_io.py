@@ -133,12 +133,16 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--samples", type=int, default=2000)
-    parser.add_argument("--frames", type=int, default=199)
-    parser.add_argument("--dim", type=int, default=768)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers")
-    parser.add_argument("--shard-size", type=int, default=1024)
+    parser.add_argument(
+        "--samples", type=int, default=2000, help="samples written in each layout (default 2000)"
+    )
+    parser.add_argument("--frames", type=int, default=199, help="feature frames per sample (default 199)")
+    parser.add_argument("--dim", type=int, default=768, help="feature dimension (default 768)")
+    parser.add_argument("--batch-size", type=int, default=128, help="samples per batch (default 128)")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (default 0)")
+    parser.add_argument(
+        "--shard-size", type=int, default=1024, help="samples per float16 shard (default 1024)"
+    )
     parser.add_argument(
         "--train-batches", type=int, default=2, help="training steps timed per layout (0 = skip)"
     )
@@ -146,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--dir", type=Path, default=None, help="where to write the data (default: a temp folder)"
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random features (default 0)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

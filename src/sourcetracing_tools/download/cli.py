@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from sourcetracing.cli import ListOption
 from sourcetracing_tools.download.install import run
 from sourcetracing_tools.download.resources import (
     ENV_BASE_URL,
@@ -28,7 +29,11 @@ def build_parser(registry: Mapping[str, Resource] | None = None) -> argparse.Arg
         "(e.g. SOURCETRACING_MUSAN_URL); a base URL is joined with each file name.",
     )
     parser.add_argument(
-        "--only", default=names, help=f"comma-separated resources to fetch (default: {names})"
+        "--only",
+        action=ListOption,
+        default=list(registry),
+        metavar="RESOURCE",
+        help=f"resources to fetch, comma-separated (default: {names})",
     )
     parser.add_argument(
         "--data-dir", type=Path, default=Path("data"), help="root of the data layout (default: data)"
@@ -85,7 +90,7 @@ def main(argv: Sequence[str] | None = None, registry: Mapping[str, Resource] | N
     registry = REGISTRY if registry is None else registry
     parser = build_parser(registry)
     args = parser.parse_args(argv)
-    names = [n.strip() for n in args.only.split(",") if n.strip()]
+    names = list(args.only)
     unknown = [n for n in names if n not in registry]
     if unknown:
         parser.error(f"unknown resource(s) {', '.join(unknown)}; choose from {', '.join(registry)}")

@@ -36,7 +36,7 @@ class TrainedKind(SystemKind):
                 recorded,
                 checkpoint_id(best),
                 f"{best}",
-                f"{rerun_ood(handle.name)} --feature_extraction_step",
+                f"{rerun_ood(handle.name)} --feature-extraction-step",
             )
 
     def why_not_runnable(self, cfg: Config, sys_layout: SystemLayout, meta: OutputsMeta) -> str | None:
