@@ -32,6 +32,13 @@ def rerun_ood(system: str) -> str:
     return f"python scripts/ood_detector.py --config <your config> --system {system}"
 
 
+def missing_ood_step(sys_layout: SystemLayout) -> MissingInputError:
+    """The one-line error for a system without a finished OOD step, naming the step to run."""
+    return MissingInputError(
+        f"the OOD step of '{sys_layout.name}' not found in {sys_layout.ood}: run {rerun_ood(sys_layout.name)} first"
+    )
+
+
 @dataclass(frozen=True)
 class ScorerEntry:
     """One fitted scorer's line of ``thresholds.json``."""
@@ -68,9 +75,7 @@ class OODStep:
         """The OOD step of a system; :class:`MissingInputError` naming the step when it has none."""
         found = cls.find(sys_layout)
         if found is None:
-            raise MissingInputError(
-                f"the OOD step of '{sys_layout.name}' not found in {sys_layout.ood}: run {rerun_ood(sys_layout.name)} first"
-            )
+            raise missing_ood_step(sys_layout)
         return found
 
     @classmethod

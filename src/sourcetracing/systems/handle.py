@@ -42,7 +42,7 @@ from sourcetracing.data.protocols import LabelMap
 from sourcetracing.errors import ConfigError, DataError, MissingInputError
 from sourcetracing.features.store import store_dir
 from sourcetracing.layout import ExperimentLayout, SystemLayout, scorer_state_file
-from sourcetracing.ood.step import OODStep, rerun_ood
+from sourcetracing.ood.step import OODStep, missing_ood_step, rerun_ood
 from sourcetracing.provenance import require_same
 from sourcetracing.systems.outputs import OutputsMeta, SplitOutputs, SystemOutputs
 
@@ -247,9 +247,7 @@ class SystemHandle:
     def ood(self) -> OODStep:
         """The OOD step fitted on these outputs (:class:`MissingInputError` when there is none)."""
         if self.ood_step is None:
-            raise MissingInputError(
-                f"the OOD step of '{self.name}' not found in {self.layout.ood}: run {rerun_ood(self.name)} first"
-            )
+            raise missing_ood_step(self.layout)
         return self.ood_step
 
     @property
@@ -309,17 +307,12 @@ def open_system(cfg: Config, name: str, ood: bool = True) -> SystemHandle:
     """
     sys_layout = ExperimentLayout.of(cfg).system(name)
     meta = OutputsMeta.read(sys_layout.outputs, producer(cfg, name))
-    step = OODStep.find(sys_layout)
-    outputs_id = meta.manifest.get("id")
+    handle = SystemHandle(cfg, name, kind_of_outputs(meta), sys_layout, meta, OODStep.find(sys_layout))
+    step, outputs_id = handle.ood_step, meta.manifest.get("id")
     if ood:
-        if step is None:
-            raise MissingInputError(
-                f"the OOD step of '{name}' not found in {sys_layout.ood}: run {rerun_ood(name)} first"
-            )
-        require_same(step.outputs_id, outputs_id, f"{name}'s outputs", rerun_ood(name))
+        require_same(handle.ood.outputs_id, outputs_id, f"{name}'s outputs", rerun_ood(name))
     elif step is not None and None not in (step.outputs_id, outputs_id) and step.outputs_id != outputs_id:
-        step = None  # fitted on other outputs: never served
-    handle = SystemHandle(cfg, name, kind_of_outputs(meta), sys_layout, meta, step)
+        handle.ood_step = None  # fitted on other outputs: never served
     handle.kind.check(handle)
     check_outputs_current(handle)
     return handle
