@@ -121,9 +121,12 @@ STATIC_DEFAULTS: dict[str, Any] = {
     "ood": {
         "scorers": ["nsd", "msp", "maxlogit", "energy", "knn", "mahalanobis", "centroid"],
         "default": "auto",  # the scorer of OOD_eval_results.txt and trace.py; auto = lowest dev EER
-        "tune": "none",  # none | dev | holdout: how scorer settings (k, ...) are chosen; never on eval
+        # none | dev | holdout | crossfit: how scorer settings (k, ...) are chosen; never on eval
+        "tune": "none",
         # the dev-only rule behind ood.default: auto and the dev-chosen system: dev_eer (the lowest
-        # pooled dev EER) | dev_worst_unseen_auroc (the best AUROC on the worst-separated dev-unseen system)
+        # pooled dev EER) | dev_worst_unseen_auroc (the best AUROC on the worst-separated dev-unseen
+        # system) | unseen_auroc (the best mean AUROC over dev's unseen systems and the known systems
+        # held out of a train-side refit)
         "select": "dev_eer",
         "chunk_size": 4096,
     },
@@ -304,7 +307,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.log_every": _int_at_least(1),
     "outputs.batch_size": _int_at_least(1),
     "ood.chunk_size": _int_at_least(1),
-    "ood.tune": _one_of("none", "dev", "holdout"),
+    "ood.tune": _one_of("none", "dev", "holdout", "crossfit"),
     "ge2e.loss": _one_of("softmax", "contrast", "aam"),
     "ge2e.aam_margin": _non_negative(),
     "ge2e.aam_scale": _positive(),
@@ -326,7 +329,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "stats.projection": _one_of("lda", "none"),
     "stats.n_mfcc": _int_at_least(1),
     "stats.jobs": _int_at_least(0),
-    "ood.select": _one_of("dev_eer", "dev_worst_unseen_auroc"),
+    "ood.select": _one_of("dev_eer", "dev_worst_unseen_auroc", "unseen_auroc"),
     "hybrid.name": (
         lambda v: (
             isinstance(v, str)
@@ -499,9 +502,13 @@ DESCRIPTIONS: dict[str, str] = {
     "ood.scorers": "scorers run on every system whose outputs support them (higher = more OOD)",
     "ood.default": "the scorer of OOD_eval_results.txt and trace.py; auto = chosen on dev by ood.select",
     "ood.tune": "how scorer settings (the k of k-NN, Mahalanobis shrinkage, ...) are chosen: none, dev, "
-    "or holdout (each known system held out of train in turn); never on eval",
+    "holdout (each known system held out of the scorer's fit in turn) or crossfit (each known system "
+    "held out of a refit of the whole system, where the system can refit: the statistics systems; "
+    "elsewhere holdout); never on eval",
     "ood.select": "the dev-only rule behind ood.default: auto and the dev-chosen system: dev_eer "
-    "(lowest pooled dev EER) or dev_worst_unseen_auroc (best AUROC on the worst-separated dev-unseen system)",
+    "(lowest pooled dev EER), dev_worst_unseen_auroc (best AUROC on the worst-separated dev-unseen "
+    "system) or unseen_auroc (best mean AUROC over dev's unseen systems and the known systems held "
+    "out of a train-side refit)",
     "ood.chunk_size": "rows per chunk of the similarity and distance computations (bounds memory)",
     "ood.centroid": "centroid: cosine distance to the nearest class centroid of the train embeddings (no settings)",
     "ood.energy": "energy: -logsumexp(logits) (no settings)",

@@ -182,12 +182,16 @@ def ood_scores(
     names: list[str],
     save_dir: Path | None = None,
     tuning: dict | None = None,
+    evidence: dict | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
     """``scores[name][split]`` for dev/eval: registered scorers fitted on train, precomputed ones as given.
 
     Registered scorers' settings are chosen by ``ood.tune`` (:mod:`sourcetracing.ood.tuning`, never on
-    eval); what was chosen is recorded in ``tuning`` when a dict is given.
+    eval); what was chosen is recorded in ``tuning`` when a dict is given, and in ``evidence`` the
+    train-side cross-fitted AUROC per held-out known system of the chosen setting, where the outputs
+    carry it (:mod:`sourcetracing.ood.crossfit`).
     """
+    from sourcetracing.ood.crossfit import aurocs_of
     from sourcetracing.ood.tuning import tune
 
     out: dict[str, dict[str, np.ndarray]] = {}
@@ -196,8 +200,11 @@ def ood_scores(
         if name in SCORERS and applicable(name, has, outputs.meta.get("logits")):  # else a precomputed column
             train = outputs.split("train")
             options, table = tune(
-                name, scorer_options(cfg.ood, name), str(cfg.ood.tune), train, outputs.splits.get("dev")
-            )
+                name, scorer_options(cfg.ood, name), str(cfg.ood.tune), train, outputs.splits.get("dev"),
+                crossfit=outputs.crossfit,
+            )  # fmt: skip
+            if evidence is not None:
+                evidence[name] = aurocs_of(outputs.crossfit, name, options)
             if tuning is not None:
                 tuning[name] = {
                     "mode": str(cfg.ood.tune),
@@ -249,10 +256,11 @@ def ood_step(
         atomic_dir(target) as tmp,
     ):
         tuning: dict = {}
-        scores = ood_scores(cfg, outputs, names, save_dir=tmp, tuning=tuning)
+        evidence: dict = {}
+        scores = ood_scores(cfg, outputs, names, save_dir=tmp, tuning=tuning, evidence=evidence)
         summary = write_ood_report(
             tmp, scores, frames, {s: preds[s] for s in eval_splits}, outputs.class_names, default,
-            rule=str(cfg.ood.select),
+            rule=str(cfg.ood.select), crossfit=evidence,
         )  # fmt: skip
         info = read_thresholds(tmp)
         level = label_level(cfg)

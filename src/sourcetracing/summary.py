@@ -78,6 +78,8 @@ def experiment_rows(exp_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
                     "dev_worst_unseen_auroc": step.entry(scorer).dev_worst_unseen_auroc
                     if scorer in step.scorers
                     else np.nan,
+                    # dev's unseen systems and the train-side held-out ones (ood.select unseen_auroc)
+                    "unseen_auroc": step.entry(scorer).unseen_auroc if scorer in step.scorers else np.nan,
                     "reference": reference,  # reported against, never chosen
                     "eval_macro_f1": known.get("eval", {}).get("macro_f1", np.nan),
                     "dev_eer_%": 100 * dev["eer"] if dev is not None else np.nan,
@@ -178,6 +180,7 @@ def dev_selected(frame: pd.DataFrame) -> tuple[str, str] | None:
             "dev_eer": np.nan_to_num(r["dev_eer_%"], nan=np.inf),  # a run without dev numbers comes last
             "dev_auroc": np.nan_to_num(r["dev_auroc"], nan=-np.inf),
             "dev_worst_unseen_auroc": float(r.get("dev_worst_unseen_auroc", np.nan)),
+            "unseen_auroc": float(r.get("unseen_auroc", np.nan)),
         }
         for _, r in chosen.iterrows()
     }
@@ -294,6 +297,10 @@ SELECTION_RULES: dict[str, tuple[str, object]] = {
     "highest lowest AUROC over dev's unseen systems": (
         "dev_unseen_worst",
         lambda r: (r["dev_unseen_worst_auroc"], r["dev_auroc"]),
+    ),
+    "highest mean AUROC over dev's unseen and train-side held-out systems": (
+        "unseen_auroc",
+        lambda r: (r.get("unseen_auroc", np.nan), -r["dev_eer_%"], r["dev_auroc"]),
     ),
 }
 

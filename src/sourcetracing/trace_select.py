@@ -19,6 +19,8 @@ from sourcetracing.systems.handle import fuses_members, why_not_traceable
 RULES = {
     "dev_eer": "lowest dev EER among the systems' dev-chosen scorers",
     "dev_worst_unseen_auroc": "highest AUROC on the worst-separated dev-unseen system among the systems' dev-chosen scorers",
+    "unseen_auroc": "highest mean AUROC over dev's unseen and the train-side held-out systems among the "
+    "systems' dev-chosen scorers",
 }
 
 

@@ -211,11 +211,16 @@ def _write_eval_text(
     path.write_text("\n".join(lines))
 
 
-SELECTION_RULES = ("dev_eer", "dev_worst_unseen_auroc")
+SELECTION_RULES = ("dev_eer", "dev_worst_unseen_auroc", "unseen_auroc")
 
 
 def _worst(entry: Mapping[str, float]) -> float:
     value = entry.get("dev_worst_unseen_auroc", float("nan"))
+    return -math.inf if value is None or math.isnan(value) else float(value)
+
+
+def _unseen(entry: Mapping[str, float]) -> float:
+    value = entry.get("unseen_auroc", float("nan"))
     return -math.inf if value is None or math.isnan(value) else float(value)
 
 
@@ -225,13 +230,20 @@ def select_on_dev(thresholds: Mapping[str, Mapping[str, float]], rule: str = "de
     ``dev_eer``: the lowest pooled dev EER (ties: the higher dev AUROC). ``dev_worst_unseen_auroc``:
     the highest AUROC on the dev-unseen system it separates worst from the known clips (ties: the
     lower dev EER, then the higher dev AUROC), which rewards a scorer that misses no unseen system
-    over one that wins the pooled number by separating most of them very well.
+    over one that wins the pooled number by separating most of them very well. ``unseen_auroc``: the
+    highest mean AUROC over every unseen system the candidate has evidence on, each weighing the
+    same — dev's unseen systems and, where the outputs carry them, the known systems held out of a
+    train-side refit (:mod:`sourcetracing.ood.crossfit`) — (ties: the lower dev EER, then the higher
+    dev AUROC).
 
     >>> select_on_dev({"a": {"dev_eer": 0.2, "dev_auroc": 0.8}, "b": {"dev_eer": 0.2, "dev_auroc": 0.9}})
     'b'
     >>> select_on_dev({"a": {"dev_eer": 0.1, "dev_auroc": 0.95, "dev_worst_unseen_auroc": 0.6},
     ...                "b": {"dev_eer": 0.2, "dev_auroc": 0.9, "dev_worst_unseen_auroc": 0.8}},
     ...               "dev_worst_unseen_auroc")
+    'b'
+    >>> select_on_dev({"a": {"dev_eer": 0.1, "dev_auroc": 0.95, "unseen_auroc": 0.8},
+    ...                "b": {"dev_eer": 0.2, "dev_auroc": 0.9, "unseen_auroc": 0.9}}, "unseen_auroc")
     'b'
     """
     if rule == "dev_eer":
@@ -240,6 +252,11 @@ def select_on_dev(thresholds: Mapping[str, Mapping[str, float]], rule: str = "de
         return min(
             thresholds,
             key=lambda n: (-_worst(thresholds[n]), thresholds[n]["dev_eer"], -thresholds[n]["dev_auroc"]),
+        )
+    if rule == "unseen_auroc":
+        return min(
+            thresholds,
+            key=lambda n: (-_unseen(thresholds[n]), thresholds[n]["dev_eer"], -thresholds[n]["dev_auroc"]),
         )
     raise ValueError(f"selection rule must be one of {SELECTION_RULES}, got {rule!r}")
 
@@ -253,9 +270,12 @@ def write_ood_report(
     default_scorer: str,
     plots: bool = True,
     rule: str = "dev_eer",
+    crossfit: Mapping[str, Mapping[str, float]] | None = None,
 ) -> pd.DataFrame:
     """Fit each scorer's threshold at the dev EER, apply it to every split, write the report files;
     with ``default_scorer`` auto the scorer is picked by the dev-only ``rule`` (:func:`select_on_dev`).
+    ``crossfit[scorer]``: held-out known system -> AUROC from a train-side refit, recorded and counted
+    by the ``unseen_auroc`` rule beside dev's unseen systems.
 
     ``scores[scorer][split]``, ``frames[split]`` (columns clip_id, model_name, label, known,
     language, cell) and ``preds[split]`` (closed-set predicted class ids) are row-aligned.
@@ -305,6 +325,11 @@ def write_ood_report(
             if r["scorer"] == name and r["split"] == "dev" and r["subset"].startswith(UNSEEN_SYSTEM)
         ]
         thresholds[name]["dev_worst_unseen_auroc"] = float(np.nanmin(per_unseen)) if per_unseen else math.nan
+        held_out = dict((crossfit or {}).get(name) or {})
+        pooled = [a for a in [*per_unseen, *held_out.values()] if not math.isnan(a)]
+        thresholds[name]["crossfit_aurocs"] = held_out
+        thresholds[name]["unseen_auroc"] = float(np.mean(pooled)) if pooled else math.nan
+        thresholds[name]["unseen_systems"] = {"dev": len(per_unseen), "train_held_out": len(held_out)}
     if default_scorer == "auto":
         default_scorer = select_on_dev(thresholds, rule)
     summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)

@@ -50,15 +50,17 @@ class ScorerEntry:
     dev_worst_unseen_auroc: float
     calibration: LogisticCalibration | None
     raw: dict
+    unseen_auroc: float = math.nan  # mean over dev's unseen and the train-side held-out systems
 
     @classmethod
     def of(cls, name: str, raw: dict) -> ScorerEntry:
         cal = raw.get("calibration")
-        worst = raw.get("dev_worst_unseen_auroc")
+        worst, unseen = raw.get("dev_worst_unseen_auroc"), raw.get("unseen_auroc")
         return cls(
             name, float(raw["threshold"]), float(raw.get("dev_eer", math.nan)),
             float(raw.get("dev_auroc", math.nan)), math.nan if worst is None else float(worst),
             LogisticCalibration.from_dict(cal) if cal else None, dict(raw),
+            math.nan if unseen is None else float(unseen),
         )  # fmt: skip
 
 

@@ -11,6 +11,11 @@
   (pseudo-unseen) against that fifth (pseudo-known); the setting with the best mean AUROC over the
   held-out systems wins. Only scorers fitted on embeddings can be tuned this way (a logit scorer
   would need the model retrained without the held-out system); the others keep their settings.
+  The held-out system is out of the scorer's fit but not out of the embedding's.
+- ``crossfit``: where the system's outputs carry train-side cross-fitted evidence (the statistics
+  systems refit without each held-out known system, :mod:`sourcetracing.ood.crossfit`), the setting
+  with the best mean AUROC over those held-out systems, logit scorers included; elsewhere as
+  ``holdout``.
 
 The chosen settings and the table of candidates are recorded in the OOD step's ``thresholds.json``.
 """
@@ -25,7 +30,7 @@ import numpy as np
 from sourcetracing.components import SCORERS
 from sourcetracing.ood.metrics import auroc, eer
 
-MODES = ("none", "dev", "holdout")
+MODES = ("none", "dev", "holdout", "crossfit")
 
 
 def candidates(name: str, options: dict[str, Any]) -> list[dict[str, Any]]:
@@ -67,16 +72,41 @@ def _holdout_auroc(
     return float(np.nanmean(aucs)) if aucs else float("nan")
 
 
-def tune(name: str, options: dict[str, Any], mode: str, train, dev) -> tuple[dict[str, Any], list[dict]]:
+def _crossfit_choice(name: str, grid: list[dict[str, Any]], crossfit) -> tuple[dict, list[dict]] | None:
+    """The setting with the best mean cross-fitted AUROC and the table (None without evidence)."""
+    from sourcetracing.ood.crossfit import aurocs_of, mean_auroc
+
+    tunable = set(getattr(SCORERS.get(name), "tunable", {}) or {})
+    table = []
+    for setting in grid:
+        values = aurocs_of(crossfit, name, setting)
+        if values:
+            row = {k: setting[k] for k in sorted(tunable) if k in setting}
+            table.append({**row, "crossfit_auroc": mean_auroc(values), "_setting": setting})
+    if not table:
+        return None
+    best = max(table, key=lambda r: -np.inf if np.isnan(r["crossfit_auroc"]) else r["crossfit_auroc"])
+    return dict(best["_setting"]), [{k: v for k, v in r.items() if k != "_setting"} for r in table]
+
+
+def tune(
+    name: str, options: dict[str, Any], mode: str, train, dev, crossfit=None
+) -> tuple[dict[str, Any], list[dict]]:
     """The settings to use for scorer ``name`` and the table of what each candidate scored.
 
-    ``train`` and ``dev`` are :class:`~sourcetracing.systems.outputs.SplitOutputs`; eval is never passed.
+    ``train`` and ``dev`` are :class:`~sourcetracing.systems.outputs.SplitOutputs`; eval is never
+    passed. ``crossfit``: the outputs' cross-fitted evidence table (mode ``crossfit``).
     """
     from sourcetracing.ood.scorers import build_scorer
 
     if mode not in MODES:
         raise ValueError(f"ood.tune must be one of {MODES}, got {mode!r}")
     grid = candidates(name, options)
+    if mode == "crossfit":
+        chosen = _crossfit_choice(name, grid, crossfit)
+        if chosen is not None:
+            return chosen
+        mode = "holdout"
     needs = set(SCORERS.get(name).needs)
     if mode == "none" or len(grid) == 1 or (mode == "holdout" and "logits" in needs):
         return dict(options), []

@@ -386,6 +386,9 @@ def export_statistics(
             raise DataError(f"the {system_name} system needs at least two known systems in train")
         names = list(label_map.known)
         fitted = {**settings, "augment": list(augment)}
+        crossfit = (
+            statistics_crossfit(cfg, x_train, train_rows, names, fitted) if crossfit_wanted(cfg) else None
+        )
         path = ReferenceModel.fit(x_train, y_train, names, fitted).save(system.models / MODEL_FILE)
         model = ReferenceModel.load(path)  # the export runs the saved model, as any later use will
         out = {}
@@ -399,7 +402,7 @@ def export_statistics(
             "logits": LOG_PROBABILITIES,
             **(extra_meta or {}),
         }
-        outputs = SystemOutputs(system_name, names, out, meta=meta)
+        outputs = SystemOutputs(system_name, names, out, meta=meta, crossfit=crossfit)
         inputs = {
             "protocols": data_digest({s: protocol_digest(df) for s, df in splits.items()}),
             "label_map": label_map.digest(), "settings": data_digest(fitted), "model": file_digest(path),
@@ -407,6 +410,33 @@ def export_statistics(
         outputs.write(system.outputs, inputs)
     print(f"{system_name} outputs written to {system.outputs}")
     return system.outputs
+
+
+def crossfit_wanted(cfg: Config) -> bool:
+    """Whether the OOD step will use train-side cross-fitted evidence (``ood.tune: crossfit`` or
+    ``ood.select: unseen_auroc``), so the statistics export computes it."""
+    return str(cfg.ood.tune) == "crossfit" or str(cfg.ood.select) == "unseen_auroc"
+
+
+def statistics_crossfit(
+    cfg: Config, x: np.ndarray, rows: pd.DataFrame, class_names: list[str], settings: dict
+) -> pd.DataFrame:
+    """Every applicable OOD scorer's candidate settings judged on known systems held out of a refit
+    of this statistics system in turn (:mod:`sourcetracing.ood.crossfit`)."""
+    from sourcetracing.ood.crossfit import crossfit_table
+    from sourcetracing.ood.scorers import applicable, scorer_options
+    from sourcetracing.ood.tuning import candidates
+
+    def fit_apply(x_fit: np.ndarray, y_fit: np.ndarray):
+        fold_names = [str(i) for i in range(int(y_fit.max()) + 1)]
+        return ReferenceModel.fit(x_fit, y_fit, fold_names, settings).apply
+
+    scorers = {
+        name: candidates(name, scorer_options(cfg.ood, name))
+        for name in cfg.ood.scorers
+        if applicable(name, {"embeddings", "logits"}, LOG_PROBABILITIES)
+    }
+    return crossfit_table(fit_apply, x, rows, scorers, class_names, seed=int(cfg.seed))
 
 
 def export_mfcc(cfg: Config, n_jobs: int | None = None) -> Path:

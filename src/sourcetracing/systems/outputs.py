@@ -34,6 +34,8 @@ from sourcetracing.errors import DataError, MissingInputError
 from sourcetracing.layout import MANIFEST, OUTPUTS_META, ExperimentLayout, SystemLayout
 from sourcetracing.provenance import atomic_dir, machine_description, write_manifest
 
+CROSSFIT_FILE = "crossfit.csv"  # train-side cross-fitted evidence beside the splits (not a split)
+
 KEY_COLUMNS = ["clip_id", "path", "model_name", "label", "known", "language", "language_seen", "cell"]
 ARRAYS = ("embeddings", "logits")
 SCORE_PREFIX = "score_"
@@ -177,6 +179,7 @@ class SystemOutputs:
     splits: dict[str, SplitOutputs]
     meta: dict = field(default_factory=dict)
     folder: Path | None = None
+    crossfit: pd.DataFrame | None = None  # train-side cross-fitted evidence (sourcetracing.ood.crossfit)
 
     @property
     def has(self) -> set[str]:
@@ -219,6 +222,8 @@ class SystemOutputs:
                 rows.to_csv(tmp / f"{name}.tsv", sep="\t", index=False, float_format="%.9g")
                 arrays = {k: getattr(part, k) for k in ARRAYS if getattr(part, k) is not None}
                 np.savez(tmp / f"{name}.npz", **arrays)
+            if self.crossfit is not None:
+                self.crossfit.to_csv(tmp / CROSSFIT_FILE, index=False, float_format="%.9g")
             meta = {
                 **self.meta,
                 "system": self.system,
@@ -260,7 +265,12 @@ class SystemOutputs:
                 raise DataError(f"{folder}/{name}: {err}") from None
         if not splits:
             raise DataError(f"{folder}: {OUTPUTS_META} but no <split>.tsv files")
-        return cls(str(meta.get("system", folder.parent.name)), class_names, splits, meta, folder)
+        crossfit = None
+        if (folder / CROSSFIT_FILE).is_file():
+            crossfit = pd.read_csv(folder / CROSSFIT_FILE, keep_default_na=False, dtype=str)
+            for col in ("auroc", "n_unseen", "n_known"):
+                crossfit[col] = pd.to_numeric(crossfit[col], errors="coerce")  # "" = NaN
+        return cls(str(meta.get("system", folder.parent.name)), class_names, splits, meta, folder, crossfit)
 
 
 def complete_rows(
