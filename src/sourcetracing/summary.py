@@ -401,9 +401,13 @@ def summarize(
     text = head + "\n\n" + to_markdown(table) + "\n"
     picks = [dev_selected(f) for f in frames if len(f)]
     if picks:
+        from sourcetracing.ood.report import RULE_DESCRIPTIONS
+
         counts = pd.Series([f"{a} / {b}" for a, b in picks if a]).value_counts()
+        rules = sorted({str(r) for f in frames if len(f) and "select" in f for r in f["select"].unique()})
+        said = "; ".join(RULE_DESCRIPTIONS.get(r, r) for r in rules) or RULE_DESCRIPTIONS["dev_eer"]
         text += (
-            "\nChosen on dev alone (lowest dev EER among the systems' dev-chosen scorers, ties: higher dev AUROC): "
+            f"\nChosen on dev alone ({said}): "
             + ", ".join(f"{k} ({v} of {len(picks)} runs)" for k, v in counts.items())
             + ".\n"
         )

@@ -13,15 +13,11 @@ from dataclasses import dataclass
 
 from sourcetracing.config import Config
 from sourcetracing.errors import MissingInputError
+from sourcetracing.ood.report import RULE_DESCRIPTIONS
 from sourcetracing.summary import dev_selected, experiment_rows
 from sourcetracing.systems.handle import fuses_members, why_not_traceable
 
-RULES = {
-    "dev_eer": "lowest dev EER among the systems' dev-chosen scorers",
-    "dev_worst_unseen_auroc": "highest AUROC on the worst-separated dev-unseen system among the systems' dev-chosen scorers",
-    "unseen_auroc": "highest mean AUROC over dev's unseen and the train-side held-out systems among the "
-    "systems' dev-chosen scorers",
-}
+RULES = RULE_DESCRIPTIONS
 
 
 @dataclass(frozen=True)

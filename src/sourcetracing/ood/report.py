@@ -212,6 +212,14 @@ def _write_eval_text(
 
 
 SELECTION_RULES = ("dev_eer", "dev_worst_unseen_auroc", "unseen_auroc")
+# what each rule picks among the systems' own dev-chosen scorers (the dev-chosen system), in words
+RULE_DESCRIPTIONS = {
+    "dev_eer": "lowest dev EER among the systems' dev-chosen scorers, ties: higher dev AUROC",
+    "dev_worst_unseen_auroc": "highest AUROC on the worst-separated dev-unseen system among the systems' "
+    "dev-chosen scorers",
+    "unseen_auroc": "highest mean AUROC over dev's unseen and the train-side held-out systems among the "
+    "systems' dev-chosen scorers",
+}
 
 
 def _worst(entry: Mapping[str, float]) -> float:
