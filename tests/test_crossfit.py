@@ -147,3 +147,9 @@ def test_statistics_systems_export_the_evidence_and_the_ood_step_counts_it(tmp_p
     export_stats(cfg)
     assert len(SystemOutputs.read(tmp_path / "exp" / "stats" / "outputs").split("eval").rows) < 20
     pd.testing.assert_frame_equal(SystemOutputs.read(tmp_path / "exp" / "stats" / "outputs").crossfit, before)
+    judge_system(cfg, "stats")  # ... and the same choice with the same evidence behind it
+    again = json.loads((tmp_path / "exp" / "stats" / "ood_step" / "thresholds.json").read_text())
+    assert again["default"] == info["default"]
+    for name, entry in info["scorers"].items():
+        assert again["scorers"][name]["unseen_auroc"] == pytest.approx(entry["unseen_auroc"], nan_ok=True)
+        assert again["scorers"][name]["tuning"]["settings"] == entry["tuning"]["settings"]
