@@ -87,6 +87,29 @@ def test_outlier_terms_push_outliers_towards_uniform_or_high_energy() -> None:
         hybrid_loss(model, scores, labels, loss="triplet")
 
 
+def test_held_out_classes_become_the_steps_outliers_scored_against_the_other_classes() -> None:
+    import torch.nn.functional as F
+
+    torch.manual_seed(3)
+    model = GatedHybrid(6, 4, 4, hidden=8, embedding_dim=4, dropout=0.0)
+    scores = torch.randn(6, 4) * 5
+    labels = torch.tensor([0, 1, 2, 3, 1, 2])
+    held = torch.tensor([False, True, False, False])
+    synthetic = torch.randn(2, 4)
+    got = hybrid_loss(model, scores, labels, outlier_scores=synthetic, outlier_weight=0.7, held_out=held)
+    keep = torch.tensor([0, 2, 3])
+    known = torch.tensor([0, 2, 3, 5])  # rows of classes 0, 2, 3; their labels among the kept classes
+    ce = F.cross_entropy(scores[known][:, keep], torch.tensor([0, 1, 2, 1]))
+    outliers = torch.cat([synthetic[:, keep], scores[torch.tensor([1, 4])][:, keep]])
+    uniform = -F.log_softmax(outliers, dim=1).mean(dim=1).mean()
+    assert float(got) == pytest.approx(float(ce + 0.7 * uniform), rel=1e-6)
+    # no class held out: the plain objective
+    none = torch.zeros(4, dtype=torch.bool)
+    assert float(hybrid_loss(model, scores, labels, held_out=none)) == pytest.approx(
+        float(hybrid_loss(model, scores, labels)), rel=1e-6
+    )
+
+
 def test_hybrid_system_end_to_end_on_a_tiny_corpus(tmp_path) -> None:
     """Store + statistics -> the gated network with synthesised outliers -> outputs judged like any
     system; the saved weights give the exported numbers again, and nothing is read from eval."""
@@ -106,6 +129,7 @@ def test_hybrid_system_end_to_end_on_a_tiny_corpus(tmp_path) -> None:
         [f"exp_dir={tmp_path / 'exp'}", f"data.root={root}", f"data.protocols={proto}", "data.max_len_s=0.5",
          "frontend.name=lfcc", "augment.versions=[original, codec]", "stats.augment=[codec]", "stats.jobs=1",
          "hybrid.enabled=true", "hybrid.epochs=40", "hybrid.outliers=[pitch_up, slower]", "ood.knn.k=3",
+         "hybrid.held_out_classes=1",
          "ood.scorers=[knn, msp, energy]"],
     )  # fmt: skip
     run_extraction(cfg)
@@ -116,6 +140,7 @@ def test_hybrid_system_end_to_end_on_a_tiny_corpus(tmp_path) -> None:
     assert set(train.rows["version"]) == {"original", "codec"} and len(train.rows) == 2 * 18
     assert len(ev.rows) == 20 and outputs.has == {"embeddings", "logits"}  # the broken clip left out
     assert outputs.meta["settings"]["outliers"] == ["pitch_up", "slower"]
+    assert outputs.meta["settings"]["held_out_classes"] == 1
     results, summary = judge_system(cfg, SYSTEM)
     assert results["eval"]["accuracy"] >= 0.9  # sine "systems": easy to tell apart
     assert set(summary["scorer"]) == {"knn", "msp", "energy"}
@@ -127,6 +152,12 @@ def test_hybrid_system_end_to_end_on_a_tiny_corpus(tmp_path) -> None:
     export_system(cfg, SYSTEM, n_jobs=1)
     again = SystemOutputs.read(tmp_path / "exp" / SYSTEM / "outputs")
     np.testing.assert_allclose(again.split("dev").embeddings, first, atol=1e-6)
+    from sourcetracing.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="fewer than 2 of the 3 known systems"):
+        bad = cfg.clone()
+        bad.hybrid.held_out_classes = 2
+        export_hybrid(bad, n_jobs=1)
 
 
 def test_user_outlier_clips_are_used_as_they_are_and_never_from_a_protocol_system(tmp_path) -> None:

@@ -189,6 +189,9 @@ STATIC_DEFAULTS: dict[str, Any] = {
         "outlier_clips": None,
         "outlier_loss": "uniform",  # uniform (outlier exposure) | energy (energy margin)
         "outlier_weight": 0.5,
+        # known systems left out of each training step's class set (fresh draw per step) whose clips
+        # join the outliers: 0 = none
+        "held_out_classes": 0,
         "epochs": 60,
         "batch_size": 128,
         "lr": 1.0e-3,
@@ -355,6 +358,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     "hybrid.outlier_loss": _one_of("uniform", "energy"),
     "hybrid.outlier_weight": _non_negative(),
+    "hybrid.held_out_classes": _int_at_least(0),
     "hybrid.epochs": _int_at_least(1),
     "hybrid.batch_size": _int_at_least(1),
     "hybrid.lr": _positive(),
@@ -586,6 +590,8 @@ DESCRIPTIONS: dict[str, str] = {
     "hybrid.outlier_clips": "the user's outlier clips: a CSV path,model_name relative to data.root, of "
     "systems in no split (null: none)",
     "hybrid.outlier_loss": "uniform (outlier exposure) or energy (energy margin)",
+    "hybrid.held_out_classes": "known systems left out of each training step's classes, their clips "
+    "outliers of that step (a fresh draw per step; 0 = none)",
     "hybrid.outlier_weight": "weight of the outlier loss",
     "hybrid.epochs": "training epochs (the last epoch is kept)",
     "hybrid.batch_size": "clips per batch",

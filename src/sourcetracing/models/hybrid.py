@@ -16,7 +16,9 @@ Objectives (:func:`hybrid_loss`):
   ``log(1 + sum_pos exp(-alpha (s - delta)))`` averaged over those proxies, plus for every proxy
   ``log(1 + sum_neg exp(alpha (s + delta)))`` averaged over all proxies (``s`` the cosine);
 
-and, with outliers (clips synthesised from the training clips, never from an unseen system):
+and, with outliers (clips synthesised from the training clips, never from an unseen system, or —
+``held_out`` — the clips of known systems left out of the step's class set, a fresh draw per step,
+so that the network learns to leave a system it was not given outside the others):
 
 - ``uniform``: outlier exposure (Hendrycks et al. 2019): the cross-entropy of the outliers' class
   distribution to the uniform one;
@@ -118,8 +120,21 @@ def hybrid_loss(
     outlier_loss: str = "uniform",
     outlier_weight: float = 0.5,
     margins: tuple[float, float] = (-0.6, -0.2),
+    held_out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The training objective: ``loss`` on the known clips plus, with outliers, the outlier term."""
+    """The training objective: ``loss`` on the known clips plus, with outliers, the outlier term.
+
+    ``held_out`` (bool ``[C]``): classes left out of this step: their clips join the outliers and
+    every clip is scored against the other classes only.
+    """
+    if held_out is not None and bool(held_out.any()):
+        keep = ~held_out
+        out_rows = held_out[labels]
+        remap = torch.cumsum(keep.long(), dim=0) - 1
+        extra = scores[out_rows][:, keep]
+        if outlier_scores is not None and len(outlier_scores):
+            extra = torch.cat([outlier_scores[:, keep], extra])
+        scores, labels, outlier_scores = scores[~out_rows][:, keep], remap[labels[~out_rows]], extra
     if loss == "ce":
         value = F.cross_entropy(scores, labels)
     elif loss == "proxy_anchor":

@@ -31,7 +31,7 @@ import torch
 
 from sourcetracing.config import Config
 from sourcetracing.data.protocols import prepare_splits, protocol_digest
-from sourcetracing.errors import DataError
+from sourcetracing.errors import ConfigError, DataError
 from sourcetracing.features.store import FeatureStore
 from sourcetracing.layout import ExperimentLayout
 from sourcetracing.models.hybrid import GatedHybrid, hybrid_loss
@@ -217,6 +217,11 @@ def train_hybrid(
     )  # fmt: skip
     opt = torch.optim.AdamW(model.parameters(), lr=float(h.lr), weight_decay=float(h.weight_decay))
     batch = int(h.batch_size)
+    n_held = int(h.held_out_classes)
+    if n_held and num_classes - n_held < 2:
+        raise ConfigError(
+            f"hybrid.held_out_classes={n_held} leaves fewer than 2 of the {num_classes} known systems per step"
+        )
     history = []
     for _ in progress(range(int(h.epochs)), desc="hybrid epochs", leave=False):
         model.train()
@@ -229,9 +234,14 @@ def train_hybrid(
             if of is not None:
                 pick = torch.from_numpy(rng.integers(0, len(of), size=max(1, len(idx) // 2)))
                 out_scores = model(of[pick], os_[pick])[1]
+            held = None
+            if n_held:
+                held = torch.zeros(num_classes, dtype=torch.bool)
+                held[torch.from_numpy(rng.choice(num_classes, n_held, replace=False))] = True
             loss = hybrid_loss(
-                model, scores, y[idx], str(h.loss), out_scores, str(h.outlier_loss), float(h.outlier_weight)
-            )
+                model, scores, y[idx], str(h.loss), out_scores, str(h.outlier_loss), float(h.outlier_weight),
+                held_out=held,
+            )  # fmt: skip
             opt.zero_grad()
             loss.backward()
             opt.step()
