@@ -65,13 +65,16 @@ def folds(labels: np.ndarray, clip_ids: np.ndarray, original: np.ndarray, seed: 
         yield Fold(int(held), fit, out & original, known)
 
 
-def setting_key(setting: dict[str, Any], tunable: set[str]) -> str:
-    """The tunable part of a scorer setting as one comparable string.
+def setting_key(name: str, setting: dict[str, Any]) -> str:
+    """The tunable part of a setting of scorer ``name`` as one comparable string.
 
-    >>> setting_key({"k": 5, "chunk_size": 4096}, {"k"})
+    >>> setting_key("knn", {"k": 5, "chunk_size": 4096})
     '{"k": 5}'
     """
-    return json.dumps({k: setting[k] for k in sorted(tunable) if k in setting}, sort_keys=True, default=str)
+    from sourcetracing.ood.scorers import tunable_grid
+
+    tunable = sorted(tunable_grid(name))
+    return json.dumps({k: setting[k] for k in tunable if k in setting}, sort_keys=True, default=str)
 
 
 def crossfit_table(
@@ -89,8 +92,7 @@ def crossfit_table(
     needs ``label`` and ``clip_id`` (and ``version``: only ``original`` rows are tested);
     ``scorers`` maps a scorer name to its candidate settings.
     """
-    from sourcetracing.components import SCORERS
-    from sourcetracing.ood.scorers import build_scorer
+    from sourcetracing.ood.scorers import applicable, build_scorer
     from sourcetracing.progress import progress
 
     labels = rows["label"].to_numpy(int)
@@ -105,10 +107,10 @@ def crossfit_table(
         test = fold.unseen | fold.known
         test_emb, test_logits = apply(x[test])
         is_unseen = fold.unseen[test]
+        has = {"embeddings"} if bank_logits is None else {"embeddings", "logits"}
         for name, grid in scorers.items():
-            if "logits" in SCORERS.get(name).needs and bank_logits is None:
+            if not applicable(name, has):
                 continue
-            tunable = set(getattr(SCORERS.get(name), "tunable", {}) or {})
             for setting in grid:
                 try:
                     scorer = build_scorer(name, **setting).fit(bank_emb, bank_logits, relabel)
@@ -117,7 +119,7 @@ def crossfit_table(
                     value = float("nan")
                 out.append(
                     {
-                        "scorer": name, "setting": setting_key(setting, tunable),
+                        "scorer": name, "setting": setting_key(name, setting),
                         "held_out": class_names[fold.held_out], "auroc": float(value),
                         "n_unseen": int(is_unseen.sum()), "n_known": int((~is_unseen).sum()),
                     }
@@ -129,11 +131,7 @@ def aurocs_of(table: pd.DataFrame | None, name: str, setting: dict[str, Any]) ->
     """Held-out system -> AUROC of scorer ``name`` at ``setting`` (empty without evidence for it)."""
     if table is None or table.empty:
         return {}
-    from sourcetracing.components import SCORERS
-
-    tunable = set(getattr(SCORERS.get(name), "tunable", {}) or {}) if name in SCORERS else set()
-    key = setting_key(setting, tunable)
-    part = table[(table["scorer"] == name) & (table["setting"] == key)]
+    part = table[(table["scorer"] == name) & (table["setting"] == setting_key(name, setting))]
     return {str(h): float(a) for h, a in zip(part["held_out"], part["auroc"], strict=True)}
 
 

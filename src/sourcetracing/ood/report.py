@@ -222,13 +222,9 @@ RULE_DESCRIPTIONS = {
 }
 
 
-def _worst(entry: Mapping[str, float]) -> float:
-    value = entry.get("dev_worst_unseen_auroc", float("nan"))
-    return -math.inf if value is None or math.isnan(value) else float(value)
-
-
-def _unseen(entry: Mapping[str, float]) -> float:
-    value = entry.get("unseen_auroc", float("nan"))
+def _auroc_or_worst(entry: Mapping[str, float], key: str) -> float:
+    """``entry[key]``, or -inf where it is missing or NaN (such a candidate ranks last)."""
+    value = entry.get(key, float("nan"))
     return -math.inf if value is None or math.isnan(value) else float(value)
 
 
@@ -256,15 +252,14 @@ def select_on_dev(thresholds: Mapping[str, Mapping[str, float]], rule: str = "de
     """
     if rule == "dev_eer":
         return min(thresholds, key=lambda n: (thresholds[n]["dev_eer"], -thresholds[n]["dev_auroc"]))
-    if rule == "dev_worst_unseen_auroc":
+    if rule in ("dev_worst_unseen_auroc", "unseen_auroc"):  # each names the entry's AUROC it ranks by
         return min(
             thresholds,
-            key=lambda n: (-_worst(thresholds[n]), thresholds[n]["dev_eer"], -thresholds[n]["dev_auroc"]),
-        )
-    if rule == "unseen_auroc":
-        return min(
-            thresholds,
-            key=lambda n: (-_unseen(thresholds[n]), thresholds[n]["dev_eer"], -thresholds[n]["dev_auroc"]),
+            key=lambda n: (
+                -_auroc_or_worst(thresholds[n], rule),
+                thresholds[n]["dev_eer"],
+                -thresholds[n]["dev_auroc"],
+            ),
         )
     raise ValueError(f"selection rule must be one of {SELECTION_RULES}, got {rule!r}")
 

@@ -70,6 +70,20 @@ LOG_PROBABILITIES = (
 )
 
 
+def tunable_grid(name: str) -> dict[str, list]:
+    """The candidate values of each setting ``ood.tune`` may choose for scorer ``name`` (empty for a
+    scorer without any and for a name that is not a registered scorer, e.g. a precomputed score).
+
+    >>> tunable_grid("knn")["k"]
+    [1, 2, 3, 5, 10, 20]
+    >>> tunable_grid("centroid"), tunable_grid("fused")
+    ({}, {})
+    """
+    if name not in SCORERS:
+        return {}
+    return dict(getattr(SCORERS.get(name), "tunable", {}) or {})
+
+
 def applicable(name: str, has: set[str], logits: str | None = None) -> bool:
     """Whether a scorer can run on a system that exports ``has`` (``{"embeddings", "logits"}``) and
     whose logits are of kind ``logits`` (outputs meta; :data:`LOG_PROBABILITIES` rules out the

@@ -29,13 +29,14 @@ import numpy as np
 
 from sourcetracing.components import SCORERS
 from sourcetracing.ood.metrics import auroc, eer
+from sourcetracing.ood.scorers import tunable_grid
 
 MODES = ("none", "dev", "holdout", "crossfit")
 
 
 def candidates(name: str, options: dict[str, Any]) -> list[dict[str, Any]]:
     """Every combination of the scorer's tunable settings, on top of ``options``."""
-    grid = dict(getattr(SCORERS.get(name), "tunable", {}) or {})
+    grid = tunable_grid(name)
     if not grid:
         return [dict(options)]
     keys = sorted(grid)
@@ -76,7 +77,7 @@ def _crossfit_choice(name: str, grid: list[dict[str, Any]], crossfit) -> tuple[d
     """The setting with the best mean cross-fitted AUROC and the table (None without evidence)."""
     from sourcetracing.ood.crossfit import aurocs_of, mean_auroc
 
-    tunable = set(getattr(SCORERS.get(name), "tunable", {}) or {})
+    tunable = tunable_grid(name)
     table = []
     for setting in grid:
         values = aurocs_of(crossfit, name, setting)
@@ -111,7 +112,7 @@ def tune(
     if mode == "none" or len(grid) == 1 or (mode == "holdout" and "logits" in needs):
         return dict(options), []
     labels = train.rows["label"].to_numpy(int)
-    tunable = set(getattr(SCORERS.get(name), "tunable", {}) or {})
+    tunable = tunable_grid(name)
     table = []
     for setting in grid:  # each row names its tunable settings, also where they equal the options
         tuned = {k: v for k, v in setting.items() if k in tunable or k not in options or options[k] != v}
