@@ -196,3 +196,74 @@ def test_user_outlier_clips_are_used_as_they_are_and_never_from_a_protocol_syste
     )
     with pytest.raises(DataError, match="other/x is a system of the (dev|eval) split"):
         outlier_features(load_config(None, [*base, f"hybrid.outlier_clips={bad}"]), train)
+
+
+def test_an_anchor_is_fixed_and_weighted_beside_the_learned_part() -> None:
+    torch.manual_seed(0)
+    net = GatedHybrid(6, 5, 3, hidden=8, embedding_dim=4, inputs="stats", anchor_dim=2, anchor_weight=0.5)
+    mean, matrix = torch.randn(5), torch.randn(5, 2)
+    net.set_anchor(mean, matrix)
+    stats = torch.randn(7, 5)
+    emb, scores = net(torch.zeros(7, 6), stats)
+    assert emb.shape == (7, 6) and scores.shape == (7, 3) and net.proxies.shape == (3, 6)
+    anchor = torch.nn.functional.normalize((stats - mean) @ matrix, dim=1)
+    head, tail = emb[:, :2], emb[:, 2:]
+    # the anchor block points along the fixed projection; the learned block is w times as long
+    np.testing.assert_allclose(torch.nn.functional.normalize(head, dim=1).detach(), anchor, atol=1e-5)
+    np.testing.assert_allclose((tail.norm(dim=1) / head.norm(dim=1)).detach(), 0.5, rtol=1e-4)
+    assert "anchor_matrix" in net.state_dict() and all(p is not net.anchor_matrix for p in net.parameters())
+    with pytest.raises(ValueError, match="does not fit"):
+        net.set_anchor(mean, torch.randn(5, 3))
+
+
+def test_the_anchored_statistics_hybrid_runs_on_audio_and_keeps_the_statistics_lda(tmp_path) -> None:
+    """hybrid.anchor=lda with hybrid.inputs=stats: the saved anchor is the shrinkage LDA of the train
+    statistics (untouched by training), the network runs on audio and gives its exported numbers
+    again, and a hybrid that takes frame features says why it cannot."""
+    from test_reference import _corpus
+
+    from sourcetracing.config import load_config
+    from sourcetracing.errors import BundleError, MissingInputError
+    from sourcetracing.features.extract import run_extraction
+    from sourcetracing.systems.handle import open_system, why_not_runnable
+    from sourcetracing.systems.hybrid import SavedHybrid, assemble, export_hybrid
+    from sourcetracing.systems.mfcc import lda_projection
+
+    root = tmp_path / "data"
+    proto = _corpus(root, np.random.default_rng(0))
+    overrides = [
+        f"exp_dir={tmp_path / 'exp'}", f"data.root={root}", f"data.protocols={proto}", "data.max_len_s=0.5",
+        "frontend.name=lfcc", "augment.versions=[original, codec]", "stats.augment=[codec]", "stats.jobs=1",
+        "hybrid.enabled=true", "hybrid.epochs=20",
+        "hybrid.loss=proxy_anchor", "ood.knn.k=3", "ood.scorers=[knn, centroid]",
+    ]  # fmt: skip
+    cfg = load_config(None, [*overrides, "hybrid.inputs=stats", "hybrid.anchor=lda", "hybrid.name=anchored"])
+    run_extraction(cfg)
+    export_hybrid(cfg, n_jobs=1)
+    from sourcetracing.judge import judge_system
+
+    judge_system(cfg, "anchored")
+    saved = SavedHybrid.load(tmp_path / "exp" / "anchored" / "trained_models" / "hybrid.pt")
+    _, stats, rows = assemble(cfg)["train"]
+    mean, matrix = lda_projection(saved.stats(stats).numpy().astype(np.float64), rows["label"].to_numpy(int))
+    assert saved.model.anchor_matrix.shape == (stats.shape[1], 2)  # 3 known systems: 2 directions
+    np.testing.assert_allclose(saved.model.anchor_matrix.numpy(), matrix, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(saved.model.anchor_mean.numpy(), mean, rtol=1e-4, atol=1e-5)
+
+    handle = open_system(cfg, "anchored")
+    assert why_not_runnable(cfg, "anchored") is None
+    runner = handle.runner("cpu")
+    dev = handle.outputs.split("dev")
+    again = runner.run_rows(cfg, "dev", dev.rows)
+    assert list(again.rows["clip_id"]) == list(dev.rows["clip_id"])
+    np.testing.assert_allclose(again.embeddings, dev.embeddings, atol=1e-4)
+    np.testing.assert_allclose(again.logits, dev.logits, atol=1e-3)
+    with pytest.raises(BundleError, match="cannot be bundled yet"):
+        handle.kind.bundle_model(runner)
+
+    both = load_config(None, [*overrides, "hybrid.name=frames_too"])
+    export_hybrid(both, n_jobs=1)
+    judge_system(both, "frames_too")
+    assert "takes frame features" in why_not_runnable(both, "frames_too")
+    with pytest.raises(MissingInputError, match="cannot run on audio"):
+        open_system(both, "frames_too").runner("cpu")

@@ -192,6 +192,10 @@ STATIC_DEFAULTS: dict[str, Any] = {
         # known systems left out of each training step's class set (fresh draw per step) whose clips
         # join the outliers: 0 = none
         "held_out_classes": 0,
+        # none | lda: the embedding keeps the statistics' shrinkage LDA (fixed) beside the learned
+        # part, weighted anchor_weight; the network learns a residual (models/hybrid.py)
+        "anchor": "none",
+        "anchor_weight": 0.5,
         "epochs": 60,
         "batch_size": 128,
         "lr": 1.0e-3,
@@ -359,6 +363,8 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "hybrid.outlier_loss": _one_of("uniform", "energy"),
     "hybrid.outlier_weight": _non_negative(),
     "hybrid.held_out_classes": _int_at_least(0),
+    "hybrid.anchor": _one_of("none", "lda"),
+    "hybrid.anchor_weight": _positive(),
     "hybrid.epochs": _int_at_least(1),
     "hybrid.batch_size": _int_at_least(1),
     "hybrid.lr": _positive(),
@@ -593,6 +599,9 @@ DESCRIPTIONS: dict[str, str] = {
     "hybrid.held_out_classes": "known systems left out of each training step's classes, their clips "
     "outliers of that step (a fresh draw per step; 0 = none)",
     "hybrid.outlier_weight": "weight of the outlier loss",
+    "hybrid.anchor": "none, or lda: the statistics' shrinkage LDA kept fixed in the embedding beside the "
+    "learned part (a learned residual)",
+    "hybrid.anchor_weight": "weight of the learned part beside the anchor (the anchor has weight 1)",
     "hybrid.epochs": "training epochs (the last epoch is kept)",
     "hybrid.batch_size": "clips per batch",
     "hybrid.lr": "Adam learning rate",

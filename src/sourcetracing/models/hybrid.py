@@ -9,6 +9,13 @@ handcrafted features the same way), or by a linear layer over the concatenation 
 embedding is L2-normalised and the class scores are ``scale * cos(embedding, proxy_c)``, one
 learned proxy per known system.
 
+With an *anchor* (``anchor_dim > 0``: a fixed linear projection of the standardised statistics,
+``(s - anchor_mean) @ anchor_matrix``, fitted before training — the statistics system's shrinkage
+LDA — and kept as buffers, never trained), the embedding is
+``normalise([normalise(anchor(s)); w * normalise(learned)])``: the network learns a residual beside
+the statistics' own discriminant space instead of replacing it, so the within-class structure that
+unseen systems show up in (a k-NN in the LDA space) is kept.
+
 Objectives (:func:`hybrid_loss`):
 
 - ``ce``: cross-entropy on the scaled cosine scores (a normalised-softmax classifier);
@@ -58,6 +65,8 @@ class GatedHybrid(nn.Module):
         inputs: str = "both",
         dropout: float = 0.1,
         scale: float = 16.0,
+        anchor_dim: int = 0,
+        anchor_weight: float = 0.5,
     ):
         super().__init__()
         if fusion not in FUSIONS:
@@ -70,7 +79,25 @@ class GatedHybrid(nn.Module):
         if inputs == "both":
             self.merge = nn.Linear(2 * hidden, hidden)  # the gate, or the concatenation's projection
         self.embed = nn.Linear(hidden, embedding_dim)
-        self.proxies = nn.Parameter(torch.randn(num_classes, embedding_dim) * 0.1)
+        self.anchor_weight = float(anchor_weight)
+        self.register_buffer("anchor_mean", torch.zeros(stats_dim if anchor_dim else 0))
+        self.register_buffer("anchor_matrix", torch.zeros(stats_dim if anchor_dim else 0, anchor_dim))
+        self.proxies = nn.Parameter(torch.randn(num_classes, embedding_dim + anchor_dim) * 0.1)
+
+    @property
+    def anchored(self) -> bool:
+        return self.anchor_matrix.shape[1] > 0
+
+    def set_anchor(self, mean: torch.Tensor, matrix: torch.Tensor) -> None:
+        """Fix the anchor projection (shapes ``[stats_dim]`` and ``[stats_dim, anchor_dim]``)."""
+        if tuple(matrix.shape) != tuple(self.anchor_matrix.shape) or tuple(mean.shape) != tuple(
+            self.anchor_mean.shape
+        ):
+            raise ValueError(
+                f"anchor of shape {tuple(matrix.shape)} does not fit the network's {tuple(self.anchor_matrix.shape)}"
+            )
+        self.anchor_mean.copy_(mean)
+        self.anchor_matrix.copy_(matrix)
 
     def embedding(self, frames: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
         """L2-normalised embeddings ``[B, E]``."""
@@ -86,7 +113,11 @@ class GatedHybrid(nn.Module):
                 z = g * a + (1.0 - g) * b
             else:
                 z = F.gelu(self.merge(both))
-        return F.normalize(self.embed(z), dim=1)
+        learned = F.normalize(self.embed(z), dim=1)
+        if not self.anchored:
+            return learned
+        anchor = F.normalize((stats - self.anchor_mean) @ self.anchor_matrix, dim=1)
+        return F.normalize(torch.cat([anchor, self.anchor_weight * learned], dim=1), dim=1)
 
     def cosines(self, emb: torch.Tensor) -> torch.Tensor:
         """Cosine similarity of each embedding to each class proxy ``[B, C]``."""

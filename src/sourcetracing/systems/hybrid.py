@@ -23,6 +23,7 @@ judges it. The fitted standardisers and weights are saved in ``<exp>/hybrid/trai
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,7 @@ from sourcetracing.layout import ExperimentLayout
 from sourcetracing.models.hybrid import GatedHybrid, hybrid_loss
 from sourcetracing.progress import progress
 from sourcetracing.provenance import data_digest, file_digest, step_lock
-from sourcetracing.systems.mfcc import compute_statistics
+from sourcetracing.systems.mfcc import compute_statistics, lda_projection
 from sourcetracing.systems.outputs import SplitOutputs, SystemOutputs, output_rows, record_pass
 from sourcetracing.systems.stats import stats_settings
 
@@ -189,8 +190,22 @@ class _Standardiser:
         self.mean = x.mean(axis=0)
         self.std = np.where(x.std(axis=0) > 1e-8, x.std(axis=0), 1.0)
 
+    @classmethod
+    def of(cls, mean: np.ndarray, std: np.ndarray) -> _Standardiser:
+        out = cls.__new__(cls)
+        out.mean, out.std = np.asarray(mean), np.asarray(std)
+        return out
+
     def __call__(self, x: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(((x - self.mean) / self.std).astype(np.float32))
+
+
+def build_model(h, frame_dim: int, stats_dim: int, num_classes: int, anchor_dim: int = 0) -> GatedHybrid:
+    """The network of the ``hybrid`` settings ``h`` (a config section or a saved copy of it)."""
+    return GatedHybrid(
+        frame_dim, stats_dim, num_classes, int(h["hidden"]), int(h["embedding_dim"]), str(h["fusion"]),
+        str(h["inputs"]), float(h["dropout"]), float(h["scale"]), anchor_dim, float(h.get("anchor_weight", 0.5)),
+    )  # fmt: skip
 
 
 def train_hybrid(
@@ -211,10 +226,15 @@ def train_hybrid(
     of = os_ = None
     if outliers is not None and len(outliers[0]):
         of, os_ = sf(outliers[0]), ss(outliers[1])
-    model = GatedHybrid(
-        frames.shape[1], stats.shape[1], num_classes, int(h.hidden), int(h.embedding_dim), str(h.fusion),
-        str(h.inputs), float(h.dropout), float(h.scale),
-    )  # fmt: skip
+    anchor = None
+    if str(h.anchor) == "lda":  # the statistics system's shrinkage LDA, fitted once and kept fixed
+        mean, matrix = lda_projection(xs.numpy().astype(np.float64), labels)
+        anchor = torch.from_numpy(mean.astype(np.float32)), torch.from_numpy(matrix.astype(np.float32))
+    model = build_model(
+        h, frames.shape[1], stats.shape[1], num_classes, 0 if anchor is None else anchor[1].shape[1]
+    )
+    if anchor is not None:
+        model.set_anchor(*anchor)
     opt = torch.optim.AdamW(model.parameters(), lr=float(h.lr), weight_decay=float(h.weight_decay))
     batch = int(h.batch_size)
     n_held = int(h.held_out_classes)
@@ -251,6 +271,51 @@ def train_hybrid(
     return model, sf, ss, history
 
 
+@dataclass
+class SavedHybrid:
+    """A saved hybrid network with its standardisers, its statistics settings and class names."""
+
+    model: GatedHybrid
+    frames: _Standardiser
+    stats: _Standardiser
+    hybrid: dict  # the hybrid section it was trained with
+    settings: dict  # the statistics settings of its statistics branch (and anchor)
+    class_names: list[str]
+
+    @classmethod
+    def load(cls, path: str | Path) -> SavedHybrid:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+        state = saved["state_dict"]
+        anchor_dim = int(state["anchor_matrix"].shape[1]) if "anchor_matrix" in state else 0
+        frames, stats = (
+            _Standardiser.of(saved["frames_mean"], saved["frames_std"]),
+            _Standardiser.of(saved["stats_mean"], saved["stats_std"]),
+        )
+        model = build_model(
+            saved["settings"], len(frames.mean), len(stats.mean), len(saved["class_names"]), anchor_dim
+        )
+        model.load_state_dict(state)
+        model.eval()
+        return cls(model, frames, stats, dict(saved["settings"]), dict(saved.get("statistics") or {}),
+                   list(saved["class_names"]))  # fmt: skip
+
+    @property
+    def runs_on_statistics_alone(self) -> bool:
+        """Whether it needs nothing but the clip's statistics (``inputs: stats``), so it runs on audio."""
+        return self.hybrid.get("inputs") == "stats" and bool(self.settings)
+
+    @torch.inference_mode()
+    def apply(self, stats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(embeddings, logits)`` of clips' statistics (a statistics-only network)."""
+        if not self.runs_on_statistics_alone:
+            raise DataError(
+                "this hybrid network takes frame features too: it runs on its exported outputs only"
+            )
+        x = self.stats(stats.astype(np.float32))
+        emb, scores = self.model(torch.zeros(len(x), len(self.frames.mean)), x)
+        return emb.numpy(), scores.numpy()
+
+
 def export_hybrid(cfg: Config, n_jobs: int | None = None) -> Path:
     """Assemble the inputs, train, save and export the hybrid system's outputs."""
     jobs = int(n_jobs or cfg.stats.jobs or max(1, cfg.features.num_workers))
@@ -272,7 +337,7 @@ def export_hybrid(cfg: Config, n_jobs: int | None = None) -> Path:
         torch.save(
             {"state_dict": model.state_dict(), "frames_mean": sf.mean, "frames_std": sf.std,
              "stats_mean": ss.mean, "stats_std": ss.std, "settings": dict(cfg.hybrid),
-             "class_names": list(label_map.known), "train_loss": history},
+             "statistics": _settings(cfg), "class_names": list(label_map.known), "train_loss": history},
             path,
         )  # fmt: skip
         out = {}
@@ -287,6 +352,11 @@ def export_hybrid(cfg: Config, n_jobs: int | None = None) -> Path:
                 f"{cfg.hybrid.fusion} hybrid of pooled {cfg.frontend.name} frames and statistics "
                 f"({', '.join(cfg.hybrid.features)}), loss {cfg.hybrid.loss}, "
                 f"outliers {list(cfg.hybrid.outliers) or 'none'}"
+                + (
+                    f", anchored on the statistics' LDA (learned part weighted {cfg.hybrid.anchor_weight})"
+                    if cfg.hybrid.anchor == "lda"
+                    else ""
+                )
             ),
             "settings": json.loads(json.dumps(dict(cfg.hybrid))),
             "logits": "scaled_cosine",
@@ -306,7 +376,9 @@ def export_hybrid(cfg: Config, n_jobs: int | None = None) -> Path:
 __all__ = [
     "OUTLIERS",
     "SYSTEM",
+    "SavedHybrid",
     "assemble",
+    "build_model",
     "export_hybrid",
     "synthesise_outlier",
     "system_name",

@@ -55,6 +55,19 @@ def model_path(cfg: Config, system: str = SYSTEM) -> Path:
     return ExperimentLayout.of(cfg).system(system).models / MODEL_FILE
 
 
+def lda_projection(z: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A shrinkage LDA of standardised vectors ``z`` (scikit-learn, ``solver="eigen"``,
+    ``shrinkage="auto"``) as ``(mean, matrix)``: the projection is ``(z - mean) @ matrix``, onto at
+    most ``classes - 1`` discriminant directions."""
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    k = len(np.unique(y))
+    lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage="auto").fit(z, y)
+    # the eigen solver's transform is z @ scalings_ (no centring); keep one form for every user
+    mean = getattr(lda, "xbar_", np.zeros(z.shape[1]))
+    return mean, lda.scalings_[:, : min(k - 1, z.shape[1])]
+
+
 @dataclass
 class ReferenceModel:
     """Standardiser, optional linear projection and multinomial logistic regression, as plain arrays.
@@ -88,13 +101,7 @@ class ReferenceModel:
         z = scaler.transform(x)
         proj_mean = proj_matrix = None
         if projection == "lda":
-            from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
-
-            k = len(np.unique(y))
-            lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage="auto").fit(z, y)
-            # the eigen solver's transform is z @ scalings_ (no centring); keep one form for both
-            proj_mean = getattr(lda, "xbar_", np.zeros(z.shape[1]))
-            proj_matrix = lda.scalings_[:, : min(k - 1, z.shape[1])]
+            proj_mean, proj_matrix = lda_projection(z, y)
             z = (z - proj_mean) @ proj_matrix
         clf = LogisticRegression(max_iter=3000).fit(z, y)
         return cls(

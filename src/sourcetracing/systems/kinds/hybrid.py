@@ -1,17 +1,29 @@
 """The hybrid kind (``hybrid.enabled``, named ``hybrid.name``): pooled frame features and utterance
-statistics in one network, judged on its exported outputs (its model does not run on new audio here)."""
+statistics in one network. A statistics-only network (``hybrid.inputs: stats``, e.g. the anchored
+residual on the statistics' LDA) runs on new audio like the statistics systems — the robustness
+card, tracing — since it needs nothing but the clip's statistics; one that takes frame features is
+judged on its exported outputs only."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import torch
+
 from sourcetracing.components import SYSTEM_KINDS
 from sourcetracing.config import Config
+from sourcetracing.errors import BundleError, StaleInputError
+from sourcetracing.layout import SystemLayout
 from sourcetracing.provenance import file_digest, require_same
-from sourcetracing.systems.handle import Made, SystemHandle, SystemKind
+from sourcetracing.systems.handle import Made, Runner, SystemHandle, experiment_known, producer
+from sourcetracing.systems.kinds.reference import StatisticsKind
+from sourcetracing.systems.outputs import OutputsMeta
 
 
 @SYSTEM_KINDS.register("hybrid")
-class HybridKind(SystemKind):
-    """The hybrid system of frame features and statistics (scripts/hybrid_system.py)."""
+class HybridKind(StatisticsKind):
+    """The hybrid system of frame features and statistics (scripts/hybrid_system.py); runs on audio
+    through the statistics kind's path when it takes statistics alone."""
 
     order = 4
 
@@ -34,11 +46,48 @@ class HybridKind(SystemKind):
             "its outputs come from the hybrid system, which this config leaves off (add hybrid.enabled=true)"
         )
 
-    def check(self, handle: SystemHandle) -> None:
+    @staticmethod
+    def model_path(sys_layout: SystemLayout) -> Path:
         from sourcetracing.systems.hybrid import MODEL_FILE
 
-        path = handle.layout.models / MODEL_FILE
+        return sys_layout.models / MODEL_FILE
+
+    def check(self, handle: SystemHandle) -> None:
+        path = self.model_path(handle.layout)
         if path.is_file() and handle.inputs.get("model"):
             require_same(
                 handle.inputs["model"], file_digest(path), str(path), f"the step that exports '{handle.name}'"
             )
+
+    def why_not_runnable(self, cfg: Config | None, sys_layout: SystemLayout, meta: OutputsMeta) -> str | None:
+        inputs = (meta.get("settings") or {}).get("inputs")
+        if inputs != "stats":
+            return (
+                f"its network takes frame features (hybrid.inputs={inputs}): it is judged on its exported "
+                "outputs only (hybrid.inputs=stats runs on audio)"
+            )
+        return super().why_not_runnable(cfg, sys_layout, meta)
+
+    def open_runner(self, handle: SystemHandle, device: torch.device) -> Runner:
+        from sourcetracing.systems.hybrid import SavedHybrid
+
+        path = self.model_path(handle.layout)
+        model = SavedHybrid.load(path)
+        if not model.runs_on_statistics_alone:
+            raise StaleInputError(
+                f"{path} holds no statistics settings: rerun {producer(handle.cfg, handle.name)}"
+            )
+        expected = experiment_known(handle.cfg)
+        if expected is not None and list(expected.known) != list(model.class_names):
+            raise StaleInputError(
+                f"{path} was trained on other known systems than the experiment's label map: rerun {producer(handle.cfg, handle.name)}"
+            )
+        return self._runner(handle.name, model, device, file_digest(path), float(handle.cfg.data.min_len_s))
+
+    def bundle_model(self, runner: Runner) -> tuple[dict, dict, dict | None]:
+        raise BundleError(
+            f"'{runner.system}' cannot be bundled yet: tracer bundles hold statistics, classifier and GE2E systems"
+        )
+
+    def runner_from_bundle(self, system, model, weights, audio, frontend, device) -> Runner:
+        raise BundleError("tracer bundles hold no hybrid systems")
