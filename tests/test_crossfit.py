@@ -53,8 +53,9 @@ def test_the_table_scores_every_setting_on_every_held_out_system_and_the_refit_n
     seen: list[set[int]] = []
     marker = rows["label"].to_numpy()
 
-    def fit_apply(x_fit, y_fit):
+    def fit_apply(x_fit, y_fit, rows_fit):
         seen.append({int(m) for m in x_fit[:, -1]})  # the class marker column of what is fitted
+        assert (rows_fit["label"].to_numpy() == x_fit[:, -1]).all()  # the rows fitted, row-aligned
         model = ReferenceModel.fit(
             x_fit[:, :-1], y_fit, [str(i) for i in range(y_fit.max() + 1)], {"projection": "none"}
         )

@@ -141,6 +141,12 @@ def test_hybrid_system_end_to_end_on_a_tiny_corpus(tmp_path) -> None:
     assert len(ev.rows) == 20 and outputs.has == {"embeddings", "logits"}  # the broken clip left out
     assert outputs.meta["settings"]["outliers"] == ["pitch_up", "slower"]
     assert outputs.meta["settings"]["held_out_classes"] == 1
+    from sourcetracing.systems.hybrid import assemble, outlier_features, outlier_sources
+
+    train_rows = assemble(cfg)["train"][2]
+    sources = outlier_sources(cfg, train_rows)  # one source clip per synthesised outlier, in order
+    assert len(sources) == len(outlier_features(cfg, train_rows)[0]) == 2 * 18  # 18 originals, 2 kinds
+    assert list(sources[:2]) == [train_rows["clip_id"].iloc[0]] * 2
     results, summary = judge_system(cfg, SYSTEM)
     assert results["eval"]["accuracy"] >= 0.9  # sine "systems": easy to tell apart
     assert set(summary["scorer"]) == {"knn", "msp", "energy"}
@@ -237,7 +243,11 @@ def test_the_anchored_statistics_hybrid_runs_on_audio_and_keeps_the_statistics_l
         "hybrid.enabled=true", "hybrid.epochs=20",
         "hybrid.loss=proxy_anchor", "ood.knn.k=3", "ood.scorers=[knn, centroid]",
     ]  # fmt: skip
-    cfg = load_config(None, [*overrides, "hybrid.inputs=stats", "hybrid.anchor=lda", "hybrid.name=anchored"])
+    cfg = load_config(
+        None,
+        [*overrides, "hybrid.inputs=stats", "hybrid.anchor=lda", "hybrid.name=anchored", "ood.tune=crossfit",
+         "ood.select=unseen_auroc"],
+    )  # fmt: skip
     run_extraction(cfg)
     export_hybrid(cfg, n_jobs=1)
     from sourcetracing.judge import judge_system
@@ -251,6 +261,13 @@ def test_the_anchored_statistics_hybrid_runs_on_audio_and_keeps_the_statistics_l
     np.testing.assert_allclose(saved.model.anchor_mean.numpy(), mean, rtol=1e-4, atol=1e-5)
 
     handle = open_system(cfg, "anchored")
+    # cross-fitted: retrained with each known system held out, every scorer judged on its clips
+    table = handle.outputs.crossfit
+    assert set(table["held_out"]) == set(handle.meta.class_names) and set(table["scorer"]) == {"knn", "centroid"}
+    finite = table.dropna(subset=["auroc"])  # a k larger than a fold's bank has no value
+    assert finite["auroc"].between(0, 1).all() and set(finite["held_out"]) == set(handle.meta.class_names)
+    assert (table["n_unseen"] > 0).all()
+    assert set(handle.ood.entry("knn").raw["crossfit_aurocs"]) == set(handle.meta.class_names)
     assert why_not_runnable(cfg, "anchored") is None
     runner = handle.runner("cpu")
     dev = handle.outputs.split("dev")

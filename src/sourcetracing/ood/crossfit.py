@@ -2,7 +2,8 @@
 
 Dev holds only a handful of unseen systems; a choice ranked on them alone rewards whatever separates
 those few. A system that can be refitted cheaply (the statistics systems: a standardiser, a shrinkage
-LDA and a logistic regression) gives more evidence from the training side: each known system in turn
+LDA and a logistic regression; the hybrid network: a small MLP on pooled vectors) gives more
+evidence from the training side: each known system in turn
 is **held out of the fit entirely** (all its clips and augmented copies) together with a seeded fifth
 of the other known systems' clips; the system is refitted on what is left, and every OOD scorer
 (each candidate setting) is fitted on the refitted system's train outputs and scores the held-out
@@ -32,7 +33,9 @@ from sourcetracing.ood.metrics import auroc
 COLUMNS = ["scorer", "setting", "held_out", "auroc", "n_unseen", "n_known"]
 KNOWN_SHARE = 0.2  # of the other known systems' clips, held out as pseudo-known
 
-FitApply = Callable[[np.ndarray, np.ndarray], Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]]
+FitApply = Callable[
+    [np.ndarray, np.ndarray, pd.DataFrame], Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
+]
 
 
 @dataclass(frozen=True)
@@ -87,8 +90,9 @@ def crossfit_table(
 ) -> pd.DataFrame:
     """The AUROC of every scorer setting on every held-out known system (:data:`COLUMNS`).
 
-    ``fit_apply(x_fit, y_fit)`` refits the system on classes ``0..K'-1`` and returns a function
-    mapping features to ``(embeddings, logits or None)``; ``rows`` (train, row-aligned with ``x``)
+    ``fit_apply(x_fit, y_fit, rows_fit)`` refits the system on classes ``0..K'-1`` (``rows_fit``: the
+    fitted rows of ``rows``) and returns a function mapping features to ``(embeddings, logits or
+    None)``; ``rows`` (train, row-aligned with ``x``)
     needs ``label`` and ``clip_id`` (and ``version``: only ``original`` rows are tested);
     ``scorers`` maps a scorer name to its candidate settings.
     """
@@ -102,7 +106,7 @@ def crossfit_table(
     for fold in progress(all_folds, desc="cross-fitting (known systems held out)", leave=False):
         remaining = np.unique(labels[fold.fit])
         relabel = np.searchsorted(remaining, labels[fold.fit])
-        apply = fit_apply(x[fold.fit], relabel)
+        apply = fit_apply(x[fold.fit], relabel, rows[fold.fit])
         bank_emb, bank_logits = apply(x[fold.fit])
         test = fold.unseen | fold.known
         test_emb, test_logits = apply(x[test])
@@ -125,6 +129,19 @@ def crossfit_table(
                     }
                 )  # fmt: skip
     return pd.DataFrame(out, columns=COLUMNS)
+
+
+def crossfit_scorers(ood_cfg: Any, logits: str | None) -> dict[str, list[dict[str, Any]]]:
+    """Scorer name -> every candidate setting of the configured scorers that apply to a system
+    exporting embeddings and logits of kind ``logits``."""
+    from sourcetracing.ood.scorers import applicable, scorer_options
+    from sourcetracing.ood.tuning import candidates
+
+    return {
+        name: candidates(name, scorer_options(ood_cfg, name))
+        for name in ood_cfg.scorers
+        if applicable(name, {"embeddings", "logits"}, logits)
+    }
 
 
 def aurocs_of(table: pd.DataFrame | None, name: str, setting: dict[str, Any]) -> dict[str, float]:

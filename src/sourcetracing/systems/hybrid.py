@@ -11,7 +11,11 @@ shifted (``pitch_up``, ``pitch_down``: ±3 semitones) or time-stretched (``faste
 ``slower`` ×0.8) — and on the user's own outlier clips (``hybrid.outlier_clips``: a CSV
 ``path,model_name``, e.g. an auxiliary corpus, refused when one of its systems is in any split);
 never clips of dev's or eval's unseen systems. Nothing is chosen on dev: the
-model of the last epoch is kept.
+model of the last epoch is kept. With ``hybrid.anchor: lda`` the statistics' shrinkage LDA stays
+fixed in the embedding beside the learned part (:mod:`sourcetracing.models.hybrid`). When the OOD
+step uses train-side cross-fitted evidence (``ood.tune: crossfit`` or ``ood.select:
+unseen_auroc``), the network is retrained once per known system held out and every scorer setting
+judged on that system's clips (``outputs/crossfit.csv``).
 
 It exports, like every system, embeddings (the L2-normalised embedding) and logits (``scale *
 cosine`` to each class proxy) for train (every version), dev and eval; every OOD scorer then
@@ -38,12 +42,13 @@ from sourcetracing.layout import ExperimentLayout
 from sourcetracing.models.hybrid import GatedHybrid, hybrid_loss
 from sourcetracing.progress import progress
 from sourcetracing.provenance import data_digest, file_digest, step_lock
-from sourcetracing.systems.mfcc import compute_statistics, lda_projection
+from sourcetracing.systems.mfcc import compute_statistics, crossfit_wanted, lda_projection
 from sourcetracing.systems.outputs import SplitOutputs, SystemOutputs, output_rows, record_pass
 from sourcetracing.systems.stats import stats_settings
 
 SYSTEM = "hybrid"  # the default name (``hybrid.name``)
 MODEL_FILE = "hybrid.pt"
+LOGITS = "scaled_cosine"  # the kind of its exported logits (scale * cosine to each class proxy)
 OUTLIERS = {
     "pitch_up": ("pitch", 3.0),
     "pitch_down": ("pitch", -3.0),
@@ -183,6 +188,56 @@ def outlier_features(cfg: Config, rows: pd.DataFrame, n_jobs: int = 1) -> tuple[
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez(cache, frames=result[0], stats=result[1])
     return result
+
+
+def outlier_sources(cfg: Config, rows: pd.DataFrame) -> np.ndarray:
+    """The train clip each row of :func:`outlier_features` was synthesised from (``""``: a user's
+    outlier clip), so that a refit without some clips leaves their copies out too."""
+    kinds = list(cfg.hybrid.outliers)
+    originals = rows.loc[rows["version"] == "original", "clip_id"].astype(str).to_numpy() if kinds else []
+    return np.concatenate([np.repeat(originals, len(kinds)), np.full(len(user_outlier_paths(cfg)), "")])
+
+
+def hybrid_crossfit(
+    cfg: Config,
+    frames: np.ndarray,
+    stats: np.ndarray,
+    rows: pd.DataFrame,
+    class_names: list[str],
+    outliers: tuple[np.ndarray, np.ndarray] | None = None,
+) -> pd.DataFrame:
+    """Every applicable OOD scorer's candidate settings judged on known systems held out of a retrained
+    network in turn (:mod:`sourcetracing.ood.crossfit`); each fold trains on the outliers made from
+    its own fitted clips (and the user's outlier clips) only."""
+    from sourcetracing.ood.crossfit import crossfit_scorers, crossfit_table
+
+    n_frames = frames.shape[1]
+    sources = outlier_sources(cfg, rows) if outliers is not None else None
+
+    def fit_apply(x_fit: np.ndarray, y_fit: np.ndarray, rows_fit: pd.DataFrame):
+        fold_outliers = None
+        if outliers is not None:
+            keep = np.isin(sources, rows_fit["clip_id"].astype(str).to_numpy()) | (sources == "")
+            fold_outliers = outliers[0][keep], outliers[1][keep]
+        classes = int(y_fit.max()) + 1
+        fold_cfg = cfg
+        if int(cfg.hybrid.held_out_classes) > classes - 2:  # a fold has one known system fewer
+            fold_cfg = cfg.clone()
+            fold_cfg.hybrid.held_out_classes = max(0, classes - 2)
+        model, sf, ss, _ = train_hybrid(
+            fold_cfg, x_fit[:, :n_frames], x_fit[:, n_frames:], y_fit, classes, fold_outliers
+        )
+
+        def apply(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            with torch.inference_mode():
+                emb, scores = model(sf(z[:, :n_frames]), ss(z[:, n_frames:]))
+            return emb.numpy(), scores.numpy()
+
+        return apply
+
+    x = np.concatenate([frames, stats], axis=1)
+    scorers = crossfit_scorers(cfg.ood, LOGITS)
+    return crossfit_table(fit_apply, x, rows, scorers, class_names, seed=int(cfg.seed))
 
 
 class _Standardiser:
@@ -332,6 +387,9 @@ def export_hybrid(cfg: Config, n_jobs: int | None = None) -> Path:
         wanted = list(cfg.hybrid.outliers) or cfg.hybrid.outlier_clips
         outliers = outlier_features(cfg, rows, jobs) if wanted else None
         model, sf, ss, history = train_hybrid(cfg, frames, stats, labels, len(label_map.known), outliers)
+        crossfit = None
+        if crossfit_wanted(cfg):  # the network retrained once per known system held out
+            crossfit = hybrid_crossfit(cfg, frames, stats, rows, list(label_map.known), outliers)
         system.models.mkdir(parents=True, exist_ok=True)
         path = system.models / MODEL_FILE
         torch.save(
@@ -359,7 +417,7 @@ def export_hybrid(cfg: Config, n_jobs: int | None = None) -> Path:
                 )
             ),
             "settings": json.loads(json.dumps(dict(cfg.hybrid))),
-            "logits": "scaled_cosine",
+            "logits": LOGITS,
             "final_train_loss": history[-1] if history else None,
         }
         splits, _ = prepare_splits(cfg)
@@ -368,7 +426,9 @@ def export_hybrid(cfg: Config, n_jobs: int | None = None) -> Path:
             "label_map": label_map.digest(), "store_id": FeatureStore.for_config(cfg).store_id,
             "settings": data_digest(meta["settings"]), "model": file_digest(path),
         }  # fmt: skip
-        SystemOutputs(name, list(label_map.known), out, meta=meta).write(system.outputs, inputs)
+        SystemOutputs(name, list(label_map.known), out, meta=meta, crossfit=crossfit).write(
+            system.outputs, inputs
+        )
     print(f"{name} outputs written to {system.outputs} (final train loss {history[-1]:.4f})")
     return system.outputs
 
@@ -379,6 +439,8 @@ __all__ = [
     "SavedHybrid",
     "assemble",
     "build_model",
+    "hybrid_crossfit",
+    "outlier_sources",
     "export_hybrid",
     "synthesise_outlier",
     "system_name",

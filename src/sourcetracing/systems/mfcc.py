@@ -430,19 +430,13 @@ def statistics_crossfit(
 ) -> pd.DataFrame:
     """Every applicable OOD scorer's candidate settings judged on known systems held out of a refit
     of this statistics system in turn (:mod:`sourcetracing.ood.crossfit`)."""
-    from sourcetracing.ood.crossfit import crossfit_table
-    from sourcetracing.ood.scorers import applicable, scorer_options
-    from sourcetracing.ood.tuning import candidates
+    from sourcetracing.ood.crossfit import crossfit_scorers, crossfit_table
 
-    def fit_apply(x_fit: np.ndarray, y_fit: np.ndarray):
+    def fit_apply(x_fit: np.ndarray, y_fit: np.ndarray, rows_fit: pd.DataFrame):
         fold_names = [str(i) for i in range(int(y_fit.max()) + 1)]
         return ReferenceModel.fit(x_fit, y_fit, fold_names, settings).apply
 
-    scorers = {
-        name: candidates(name, scorer_options(cfg.ood, name))
-        for name in cfg.ood.scorers
-        if applicable(name, {"embeddings", "logits"}, LOG_PROBABILITIES)
-    }
+    scorers = crossfit_scorers(cfg.ood, LOG_PROBABILITIES)
     return crossfit_table(fit_apply, x, rows, scorers, class_names, seed=int(cfg.seed))
 
 
