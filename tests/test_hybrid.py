@@ -263,7 +263,10 @@ def test_the_anchored_statistics_hybrid_runs_on_audio_and_keeps_the_statistics_l
     handle = open_system(cfg, "anchored")
     # cross-fitted: retrained with each known system held out, every scorer judged on its clips
     table = handle.outputs.crossfit
-    assert set(table["held_out"]) == set(handle.meta.class_names) and set(table["scorer"]) == {"knn", "centroid"}
+    assert set(table["held_out"]) == set(handle.meta.class_names) and set(table["scorer"]) == {
+        "knn",
+        "centroid",
+    }
     finite = table.dropna(subset=["auroc"])  # a k larger than a fold's bank has no value
     assert finite["auroc"].between(0, 1).all() and set(finite["held_out"]) == set(handle.meta.class_names)
     assert (table["n_unseen"] > 0).all()
