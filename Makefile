@@ -102,9 +102,12 @@ gpu-check: install
 ROTATIONS ?= 5
 ROTATION_SEED ?= 0
 ROT_DIR ?= $(HARD_DATA)/rotations
-# every system the toolkit offers offline takes part (and may be chosen on dev): the hybrid with the
-# proxy-anchor loss and the pooled-embedding system besides the demo config's systems
-ROT_OVERRIDES ?= hybrid.enabled=true hybrid.loss=proxy_anchor pooled.enabled=true
+# every system the toolkit offers offline takes part (and may be chosen on dev): the hybrid (on the
+# statistics, anchored on their LDA, proxy-anchor loss) and the pooled-embedding system besides the
+# demo config's systems; then each rotation's robustness card (level -20 dB, MP3 128 kbit/s) of the
+# systems that run on audio
+ROT_OVERRIDES ?= hybrid.enabled=true hybrid.loss=proxy_anchor hybrid.inputs=stats hybrid.anchor=lda pooled.enabled=true
+ROT_ROBUSTNESS ?= robustness.conditions=[clean,level_-20db,mp3_128k]
 demo-hard-rotations: install
 	PYTHON=$(PY) ./run.sh --config $(HARD_CONFIG) --corpus $(HARD_DATA) --corpus-args "--plan hard" --stop-stage 0
 	$(PY) scripts/rotate_protocols.py --protocols $(HARD_DATA)/protocols --families $(HARD_DATA)/corpus_summary.csv \
@@ -112,5 +115,6 @@ demo-hard-rotations: install
 	for r in $$(seq 0 $$(($(ROTATIONS) - 1))); do \
 		PYTHON=$(PY) ./run.sh --config $(HARD_CONFIG) --stage 1 --stop-stage 8 -- data.protocols=$(ROT_DIR)/rot$$r exp_dir=$(HARD_EXP)_rot$$r $(ROT_OVERRIDES) || exit 1; \
 		PYTHON=$(PY) ./run.sh --config $(HARD_CONFIG) --stage 10 --stop-stage 10 -- data.protocols=$(ROT_DIR)/rot$$r exp_dir=$(HARD_EXP)_rot$$r $(ROT_OVERRIDES) || exit 1; \
+		PYTHON=$(PY) ./run.sh --config $(HARD_CONFIG) --stage 12 --stop-stage 12 -- data.protocols=$(ROT_DIR)/rot$$r exp_dir=$(HARD_EXP)_rot$$r $(ROT_OVERRIDES) $(ROT_ROBUSTNESS) || exit 1; \
 	done
 	$(PY) scripts/summarize_results.py --exp $$(for r in $$(seq 0 $$(($(ROTATIONS) - 1))); do echo $(HARD_EXP)_rot$$r; done) --out $(HARD_EXP)_rotations.md

@@ -297,3 +297,31 @@ def test_torchrun_shares_the_condition_store_extraction(experiment, tmp_path) ->
     assert set(zip(table["system"], table["condition"], strict=True)) == {
         (s, c) for s in ("aasist", "mfcc") for c in ("clean", "vorbis_q0")
     }
+
+
+def test_cards_over_runs_average_each_system_and_condition_and_keep_the_largest_drop(tmp_path) -> None:
+    from sourcetracing.robustness import over_runs
+
+    def card(exp, f1s, eers):
+        folder = tmp_path / exp / "robustness"
+        folder.mkdir(parents=True)
+        rows = []
+        for (system, condition), f1 in f1s.items():
+            for scorer, default in (("knn", True), ("msp", False)):
+                rows.append(
+                    {"system": system, "scorer": scorer, "default": default, "condition": condition,
+                     "split": "eval", "macro_f1": f1 if default else 0.1, "eer": eers[system],
+                     "hter_clean": 0.0, "fpr_clean": 0.0, "fnr_clean": 0.0}
+                )  # fmt: skip
+        pd.DataFrame(rows).to_csv(folder / "robustness.csv", index=False)
+        return tmp_path / exp
+
+    a = card("r0", {("s", "clean"): 1.0, ("s", "mp3"): 0.98}, {"s": 0.10})
+    b = card("r1", {("s", "clean"): 0.96, ("s", "mp3"): 0.90}, {"s": 0.20})
+    table = over_runs([a, b, tmp_path / "no_card"]).set_index(["system", "condition"])
+    assert table.loc[("s", "clean"), "runs"] == 2
+    assert table.loc[("s", "clean"), "known-class macro-F1"] == f"0.980 ± {np.std([1.0, 0.96], ddof=1):.3f}"
+    # the change is from each run's own clean row: -0.02 and -0.06, mean -0.04, largest drop -0.06
+    assert table.loc[("s", "mp3"), "F1 − clean (largest drop)"] == "-0.040 (-0.060)"
+    assert table.loc[("s", "mp3"), "OOD EER (%)"].startswith("15.0 ± ")
+    assert over_runs([tmp_path / "no_card"]).empty

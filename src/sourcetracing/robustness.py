@@ -578,6 +578,38 @@ def read_table(path: str | Path) -> pd.DataFrame:
     return pd.read_csv(csv)
 
 
+def over_runs(exp_dirs: Sequence[str | Path], split: str = "eval") -> pd.DataFrame:
+    """The default-scorer card of several runs (seeds, protocol rotations) as mean ± sd per system and
+    condition: known-class macro-F1, its change from the same run's clean row (mean and the largest
+    drop) and the OOD EER. Runs without a card are skipped; empty when none has one."""
+    cards = []
+    for exp in exp_dirs:
+        try:
+            card = card_table(read_table(exp), split)
+        except MissingInputError:
+            continue
+        clean = card[card["condition"] == "clean"].set_index("system")["macro_f1"]
+        cards.append(card.assign(run=str(exp), f1_change=card["macro_f1"] - card["system"].map(clean)))
+    if not cards:
+        return pd.DataFrame()
+    both = pd.concat(cards, ignore_index=True)
+    systems, conditions = list(dict.fromkeys(both["system"])), list(dict.fromkeys(both["condition"]))
+    both["system"] = pd.Categorical(both["system"], systems)
+    both["condition"] = pd.Categorical(both["condition"], conditions)
+    rows = []
+    for (system, condition), part in both.groupby(["system", "condition"], observed=True):
+        f1, change, eer = part["macro_f1"], part["f1_change"], 100 * part["eer"]
+        rows.append(
+            {
+                "system": system, "condition": condition, "runs": len(part),
+                "known-class macro-F1": f"{f1.mean():.3f} ± {f1.std(ddof=1) if len(part) > 1 else 0.0:.3f}",
+                "F1 − clean (largest drop)": "–" if condition == "clean" else f"{change.mean():+.3f} ({change.min():+.3f})",
+                "OOD EER (%)": f"{eer.mean():.1f} ± {eer.std(ddof=1) if len(part) > 1 else 0.0:.1f}",
+            }
+        )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
 def compare(base: str | Path, other: str | Path, split: str = "eval") -> pd.DataFrame:
     """Default-scorer card numbers of two experiments side by side (``other - base`` deltas), per
     condition and system: e.g. the demo trained without and with the ``codec`` augmentation."""
@@ -595,6 +627,7 @@ def compare(base: str | Path, other: str | Path, split: str = "eval") -> pd.Data
 
 __all__ = [
     "COLUMNS",
+    "over_runs",
     "ConditionedAudioClips",
     "ConditionedAudioSource",
     "SystemRunner",

@@ -421,6 +421,16 @@ def summarize(
                 "\nSelection rules compared (each picks one system and scorer from dev numbers alone, "
                 "references excluded; its eval OOD EER in each run):\n\n" + frame_markdown(rules) + "\n"
             )
+    if n > 1:
+        from sourcetracing.robustness import over_runs
+
+        cards = over_runs(list(exp_dirs))
+        if not cards.empty:
+            text += (
+                "\nRobustness cards over the runs that have one (each system's dev-chosen scorer, eval; "
+                "F1 − clean: the change from the same run's clean row, mean and largest drop):\n\n"
+                + frame_markdown(cards) + "\n"
+            )  # fmt: skip
     if twins:
         near = twin_table(exp_dirs, twins)
         if not near.empty:
