@@ -134,8 +134,7 @@ def crossfit_table(
 def crossfit_scorers(ood_cfg: Any, logits: str | None) -> dict[str, list[dict[str, Any]]]:
     """Scorer name -> every candidate setting of the configured scorers that apply to a system
     exporting embeddings and logits of kind ``logits``."""
-    from sourcetracing.ood.scorers import applicable, scorer_options
-    from sourcetracing.ood.tuning import candidates
+    from sourcetracing.ood.scorers import applicable, candidates, scorer_options
 
     return {
         name: candidates(name, scorer_options(ood_cfg, name))

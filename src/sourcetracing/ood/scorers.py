@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import itertools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,18 @@ def tunable_grid(name: str) -> dict[str, list]:
     if name not in SCORERS:
         return {}
     return dict(getattr(SCORERS.get(name), "tunable", {}) or {})
+
+
+def candidates(name: str, options: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every combination of the scorer's tunable settings, on top of ``options``."""
+    grid = tunable_grid(name)
+    if not grid:
+        return [dict(options)]
+    keys = sorted(grid)
+    return [
+        {**options, **dict(zip(keys, values, strict=True))}
+        for values in itertools.product(*(grid[k] for k in keys))
+    ]
 
 
 def applicable(name: str, has: set[str], logits: str | None = None) -> bool:

@@ -22,28 +22,15 @@ The chosen settings and the table of candidates are recorded in the OOD step's `
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 import numpy as np
 
 from sourcetracing.components import SCORERS
 from sourcetracing.ood.metrics import auroc, eer
-from sourcetracing.ood.scorers import tunable_grid
+from sourcetracing.ood.scorers import candidates, tunable_grid
 
 MODES = ("none", "dev", "holdout", "crossfit")
-
-
-def candidates(name: str, options: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every combination of the scorer's tunable settings, on top of ``options``."""
-    grid = tunable_grid(name)
-    if not grid:
-        return [dict(options)]
-    keys = sorted(grid)
-    return [
-        {**options, **dict(zip(keys, values, strict=True))}
-        for values in itertools.product(*(grid[k] for k in keys))
-    ]
 
 
 def _holdout_auroc(
