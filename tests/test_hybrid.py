@@ -280,6 +280,15 @@ def test_the_anchored_statistics_hybrid_runs_on_audio_and_keeps_the_statistics_l
     np.testing.assert_allclose(again.logits, dev.logits, atol=1e-3)
     with pytest.raises(BundleError, match="cannot be bundled yet"):
         handle.kind.bundle_model(runner)
+    # the cross-fitted evidence and the scorer chosen on it never read eval: other eval clips, same table
+    chosen = handle.ood.default
+    ev_csv = proto / "eval.csv"
+    pd.read_csv(ev_csv).iloc[:-4].to_csv(ev_csv, index=False)
+    export_hybrid(cfg, n_jobs=1)
+    judge_system(cfg, "anchored")
+    again_handle = open_system(cfg, "anchored")
+    pd.testing.assert_frame_equal(again_handle.outputs.crossfit, table)
+    assert again_handle.ood.default == chosen
 
     both = load_config(None, [*overrides, "hybrid.name=frames_too"])
     export_hybrid(both, n_jobs=1)
