@@ -7,15 +7,13 @@ judged on its exported outputs only."""
 from __future__ import annotations
 
 from pathlib import Path
-
-import torch
+from typing import Any
 
 from sourcetracing.components import SYSTEM_KINDS
 from sourcetracing.config import Config
 from sourcetracing.errors import BundleError, StaleInputError
 from sourcetracing.layout import SystemLayout
-from sourcetracing.provenance import file_digest, require_same
-from sourcetracing.systems.handle import Made, Runner, SystemHandle, experiment_known, producer
+from sourcetracing.systems.handle import Made, Runner, SystemHandle, producer
 from sourcetracing.systems.kinds.reference import StatisticsKind
 from sourcetracing.systems.outputs import OutputsMeta
 
@@ -52,13 +50,6 @@ class HybridKind(StatisticsKind):
 
         return sys_layout.models / MODEL_FILE
 
-    def check(self, handle: SystemHandle) -> None:
-        path = self.model_path(handle.layout)
-        if path.is_file() and handle.inputs.get("model"):
-            require_same(
-                handle.inputs["model"], file_digest(path), str(path), f"the step that exports '{handle.name}'"
-            )
-
     def why_not_runnable(self, cfg: Config | None, sys_layout: SystemLayout, meta: OutputsMeta) -> str | None:
         inputs = (meta.get("settings") or {}).get("inputs")
         if inputs != "stats":
@@ -68,21 +59,15 @@ class HybridKind(StatisticsKind):
             )
         return super().why_not_runnable(cfg, sys_layout, meta)
 
-    def open_runner(self, handle: SystemHandle, device: torch.device) -> Runner:
+    def load_model(self, path: Path, handle: SystemHandle) -> Any:
         from sourcetracing.systems.hybrid import SavedHybrid
 
-        path = self.model_path(handle.layout)
         model = SavedHybrid.load(path)
         if not model.runs_on_statistics_alone:
             raise StaleInputError(
                 f"{path} holds no statistics settings: rerun {producer(handle.cfg, handle.name)}"
             )
-        expected = experiment_known(handle.cfg)
-        if expected is not None and list(expected.known) != list(model.class_names):
-            raise StaleInputError(
-                f"{path} was trained on other known systems than the experiment's label map: rerun {producer(handle.cfg, handle.name)}"
-            )
-        return self._runner(handle.name, model, device, file_digest(path), float(handle.cfg.data.min_len_s))
+        return model
 
     def bundle_model(self, runner: Runner) -> tuple[dict, dict, dict | None]:
         raise BundleError(

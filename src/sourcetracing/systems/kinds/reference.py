@@ -72,11 +72,16 @@ class StatisticsKind(SystemKind):
             return f"{path} not found: rerun the step that exports '{sys_layout.name}'"
         return None
 
-    def open_runner(self, handle: SystemHandle, device: torch.device) -> Runner:
+    def load_model(self, path: Path, handle: SystemHandle) -> Any:
+        """The saved model at ``path``: ``settings`` (the statistics'), ``class_names`` and
+        ``apply(statistics) -> (embeddings, logits)``."""
         from sourcetracing.systems.mfcc import ReferenceModel
 
+        return ReferenceModel.load(path)
+
+    def open_runner(self, handle: SystemHandle, device: torch.device) -> Runner:
         path = self.model_path(handle.layout)
-        model = ReferenceModel.load(path)
+        model = self.load_model(path, handle)
         expected = experiment_known(handle.cfg)
         if expected is not None and list(expected.known) != list(model.class_names):
             raise StaleInputError(
